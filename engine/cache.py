@@ -1,0 +1,61 @@
+"""The KV cache: keys and values of every layer, kept so each new token costs one step.
+
+Preallocated once per generation as one float32 block per kind,
+    keys, values: [L, B, H, max_length, D]
+(L layers, B batch rows, H heads, D head size) and filled left to right. `length` is the number of
+slots already written. Rows of a batch may start with left padding: `left_padding[b]` slots that
+hold no real token, which attention skips and position numbering ignores, so a prompt gives the
+same result in a batch as alone.
+
+The blocks are allocated with np.zeros, whose pages the operating system maps lazily: a cache sized
+for the whole context costs memory only for the slots actually written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+
+class KVCache:
+    def __init__(self, n_layer, batch_size, n_head, head_dim, max_length, left_padding=None):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if max_length < 1:
+            raise InputError(f"max_length must be at least 1, got {max_length}")
+        shape = (n_layer, batch_size, n_head, max_length, head_dim)
+        self.keys = np.zeros(shape, dtype=np.float32)  # [L, B, H, max_length, D]
+        self.values = np.zeros(shape, dtype=np.float32)  # [L, B, H, max_length, D]
+        self.length = 0  # slots written so far, the same for every layer and row
+        if left_padding is None:
+            left_padding = np.zeros(batch_size, dtype=np.int64)
+        left_padding = np.asarray(left_padding, dtype=np.int64)
+        if left_padding.shape != (batch_size,) or (left_padding < 0).any():
+            raise InputError(f"left_padding must be {batch_size} non-negative counts, got {left_padding.tolist()}")
+        self.left_padding = left_padding  # [B]
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def max_length(self) -> int:
+        return self.keys.shape[3]
+
+    def write(self, layer: int, k: np.ndarray, v: np.ndarray):
+        """Store this call's keys and values of one layer after what the cache holds.
+
+        k, v: float32 [B, H, T, D]. Returns views of every slot so far, keys and values [B, H, length + T, D].
+        The length only moves on in `advance`, once all layers have written.
+        """
+        end = self.length + k.shape[2]
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        self.length += n_tokens
+
+    def room(self) -> int:
+        return self.max_length - self.length

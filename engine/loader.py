@@ -1,0 +1,171 @@
+"""Read GPT-2 weights from a Hugging Face model directory through safetensors.
+
+A directory holds `model.safetensors`, or shards listed by `model.safetensors.index.json`. Tensor
+names come in two spellings, both accepted: the published files say `h.0.attn.c_attn.weight`,
+`save_pretrained` says `transformer.h.0.attn.c_attn.weight` (and `lm_head.weight`). The causal-mask
+buffers `h.{i}.attn.bias` / `h.{i}.attn.masked_bias` are constants, not weights: skipped.
+
+Weights become float32: F32 as stored, F16 widened, BF16 widened exactly (a bfloat16 is the top
+half of a float32, so the conversion is a 16-bit shift). safetensors' NumPy backend has no bfloat16,
+so BF16 bytes are read at the offsets the file's header gives. Tensors are read one at a time with
+`pread` straight into their final array, so loading never holds two copies of the weights.
+
+Every problem is a `CheckpointError` naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from .config import GPT2Config
+from .errors import CheckpointError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+SUPPORTED_DTYPES = ("F32", "F16", "BF16")
+MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+LAYER_KEY = re.compile(r"^h\.(\d+)\.")
+
+
+def canonical_name(name: str) -> str:
+    """The published spelling of a tensor name: without the `transformer.` prefix."""
+    return name.removeprefix("transformer.")
+
+
+def find_weight_files(model_dir: Path) -> tuple[Path, dict[Path, list[str]] | None]:
+    """(the file to name in errors, {shard: tensor names} from the index, or None for one file)."""
+    single, index = model_dir / SINGLE_FILE, model_dir / INDEX_FILE
+    if single.is_file():
+        return single, None
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards: dict[Path, list[str]] = {}
+            for name, shard in weight_map.items():
+                shards.setdefault(model_dir / shard, []).append(name)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({error})") from None
+        for shard in shards:
+            if not shard.is_file():
+                raise CheckpointError(f"{index}: lists shard {shard.name}, which is missing")
+        return index, shards
+    others = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(p.name for p in model_dir.glob("*.h5"))
+    hint = f" (found {', '.join(others)}: only safetensors files are read)" if others else ""
+    raise CheckpointError(f"{model_dir}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file ({name: {dtype, shape, data_offsets}, ...}) and the
+    byte offset where tensor data starts (offsets in the header count from there)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(size)), 8 + size
+
+
+def read_bf16_as_float32(path: Path, name: str, header: dict, data_start: int) -> np.ndarray:
+    """Read a BF16 tensor's raw bytes and widen them exactly: float32 bits = bfloat16 bits << 16."""
+    entry = header[name]
+    begin, end = entry["data_offsets"]
+    halves = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=data_start + begin)
+    return (halves.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+
+
+def open_safetensors(path: Path):
+    try:
+        return safe_open(str(path), framework="numpy", backend="pread")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def describe_checkpoint(model_dir: str | Path) -> dict:
+    """What the weight files hold, without reading tensor data: {files, bytes, dtypes: {dtype: count}}."""
+    described, shards = find_weight_files(Path(model_dir))
+    files = list(shards) if shards is not None else [described]
+    dtypes: dict[str, int] = {}
+    for path in files:
+        with open_safetensors(path) as f:
+            for stored in f.keys():
+                if not MASK_BUFFER.match(canonical_name(stored)):
+                    dtype = f.get_slice(stored).get_dtype()
+                    dtypes[dtype] = dtypes.get(dtype, 0) + 1
+    return {"files": [str(p) for p in files], "bytes": sum(p.stat().st_size for p in files), "dtypes": dtypes}
+
+
+def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]], config: GPT2Config) -> dict[str, np.ndarray]:
+    """Read the tensors named in `expected` (checkpoint name -> shape) from `model_dir` as float32.
+
+    Checks, before any data is read, that every expected tensor is there exactly once with its
+    shape and a supported dtype, and that nothing is there that the model does not use.
+    """
+    model_dir = Path(model_dir)
+    described, shards = find_weight_files(model_dir)
+    files = list(shards) if shards is not None else [described]
+
+    # Pass 1: the headers. Where is each tensor, in which dtype and shape?
+    where: dict[str, tuple[Path, str]] = {}  # canonical name -> (file, name as stored)
+    info: dict[str, tuple[str, tuple[int, ...]]] = {}  # canonical name -> (dtype, shape)
+    for path in files:
+        with open_safetensors(path) as f:
+            for stored in f.keys():
+                name = canonical_name(stored)
+                if MASK_BUFFER.match(name):
+                    continue
+                if name in where:
+                    raise CheckpointError(f"{path}: tensor {name!r} appears twice (as {where[name][1]!r} and {stored!r})")
+                piece = f.get_slice(stored)
+                where[name] = (path, stored)
+                info[name] = (piece.get_dtype(), tuple(piece.get_shape()))
+
+    _check_layers(described, where, config)
+    for name, shape in expected.items():
+        if name not in where:
+            raise CheckpointError(f"{described}: missing tensor {name!r}")
+        path, stored = where[name]
+        dtype, found = info[name]
+        if found != shape:
+            raise CheckpointError(
+                f"{path}: tensor {stored!r} has shape {list(found)} but config.json implies {list(shape)}"
+            )
+        if dtype not in SUPPORTED_DTYPES:
+            raise CheckpointError(f"{path}: tensor {stored!r} has dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")
+    # An lm_head beside tied embeddings is a copy of wte: Hugging Face ignores it too.
+    unused = sorted(set(where) - set(expected) - {"lm_head.weight"})
+    if unused:
+        path, stored = where[unused[0]]
+        raise CheckpointError(f"{path}: unexpected tensor {stored!r}, not part of a GPT-2 language model")
+
+    # Pass 2: the data, one tensor at a time, straight into float32.
+    state: dict[str, np.ndarray] = {}
+    for path in files:
+        wanted = [n for n in expected if where[n][0] == path]
+        header = None
+        with open_safetensors(path) as f:
+            for name in wanted:
+                stored = where[name][1]
+                dtype = info[name][0]
+                try:
+                    if dtype == "BF16":
+                        header = header or read_header(path)
+                        array = read_bf16_as_float32(path, stored, *header)
+                    else:
+                        array = f.get_tensor(stored)
+                except (SafetensorError, OSError, ValueError) as error:
+                    raise CheckpointError(f"{path}: cannot read tensor {stored!r} ({error})") from None
+                state[name] = np.ascontiguousarray(array, dtype=np.float32)
+    return state
+
+
+def _check_layers(described: Path, where: dict, config: GPT2Config) -> None:
+    """A file with more blocks than config.json's n_layer describes another model: say so plainly."""
+    layers = {int(m.group(1)) for name in where if (m := LAYER_KEY.match(name))}
+    if layers and max(layers) + 1 != config.n_layer:
+        raise CheckpointError(
+            f"{described}: the weights have {max(layers) + 1} layers (h.0 to h.{max(layers)}) "
+            f"but config.json says n_layer={config.n_layer}"
+        )
