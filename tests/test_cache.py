@@ -1,0 +1,67 @@
+"""The KV cache: in-place filling, limits, and clear errors instead of wrapping or garbage."""
+
+import numpy as np
+import pytest
+
+from engine import GPT2, InputError
+
+
+@pytest.fixture(scope="module")
+def model(small_dir):
+    return GPT2.from_pretrained(small_dir)
+
+
+def test_cache_is_filled_in_place_and_not_reallocated(model):
+    cache = model.new_cache(batch_size=1)
+    keys, values = cache.keys, cache.values
+    model(np.arange(5), cache=cache)
+    model(np.arange(1), cache=cache)
+    assert cache.length == 6 and cache.keys is keys and cache.values is values
+    assert cache.keys.dtype == np.float32
+    assert np.abs(cache.keys[:, :, :, :6]).sum() > 0 and not cache.keys[:, :, :, 6:].any()
+
+
+def test_cache_reports_the_slots_it_holds(model):
+    cache = model.new_cache(batch_size=2, max_length=10)
+    assert cache.keys.shape == (model.config.n_layer, 2, model.config.n_head, 10, model.config.head_dim)
+
+
+def test_passing_the_context_is_an_error_not_a_wrap(model):
+    n_ctx = model.config.n_ctx
+    cache = model.new_cache(batch_size=1)
+    model(np.zeros(n_ctx - 1, dtype=np.int64), cache=cache)
+    model([0], cache=cache)  # exactly n_ctx: fine
+    with pytest.raises(InputError, match=f"context of n_positions={n_ctx}|room for 0 more"):
+        model([0], cache=cache)
+    with pytest.raises(InputError, match=f"exceed the model's context of n_positions={n_ctx}"):
+        model(np.zeros(n_ctx + 1, dtype=np.int64))
+
+
+def test_cache_smaller_than_the_request(model):
+    cache = model.new_cache(batch_size=1, max_length=4)
+    with pytest.raises(InputError, match="room for 4 more tokens"):
+        model(np.arange(5), cache=cache)
+    assert cache.length == 0
+
+
+def test_batch_size_must_match_the_cache(model):
+    cache = model.new_cache(batch_size=2)
+    with pytest.raises(InputError, match="cache holds 2 rows but the ids have 1"):
+        model(np.arange(3), cache=cache)
+
+
+@pytest.mark.parametrize("ids,message", [
+    ([50257], "token id 50257 is out of range"),
+    ([-1], "token id -1 is out of range"),
+    ([], "non-empty"),
+    ([[1.5]], "must be integers"),
+    (np.zeros((1, 1, 1), dtype=np.int64), "non-empty"),
+])
+def test_bad_ids(model, ids, message):
+    with pytest.raises(InputError, match=message):
+        model(ids)
+
+
+def test_logits_to_keep_range(model):
+    with pytest.raises(InputError, match="logits_to_keep"):
+        model(np.arange(3), logits_to_keep=4)
