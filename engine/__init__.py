@@ -8,6 +8,7 @@
 from .config import GPT2Config
 from .errors import CheckpointError, ConfigError, GPT2Error, InputError, ModelNotFoundError, TokenizerError
 from .model import GPT2
+from .threads import get_threads, set_threads
 
 __all__ = ["GPT2", "GPT2Config", "GPT2Error", "CheckpointError", "ConfigError", "InputError",
-           "ModelNotFoundError", "TokenizerError"]
+           "ModelNotFoundError", "TokenizerError", "get_threads", "set_threads"]

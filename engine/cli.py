@@ -20,6 +20,18 @@ from .errors import GPT2Error
 DEFAULT_MODEL = "gpt2"
 
 
+def add_threads_argument(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for Numba kernels and BLAS (default: all cores, or $GPT2_ENGINE_THREADS)")
+
+
+def apply_threads(args) -> None:
+    if getattr(args, "threads", None) is not None:
+        from .threads import set_threads
+
+        set_threads(args.threads)
+
+
 def load_model(name: str):
     from .model import GPT2
 
@@ -36,6 +48,7 @@ def add_generate_parser(subparsers) -> None:
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model directory or published name (default: gpt2)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate (default: 50)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_threads_argument(p)
     p.set_defaults(run=run_generate)
 
 
@@ -139,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_threads(args)
         return args.run(args)
     except GPT2Error as error:
         print(f"gpt2: error: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
+from .model import log_softmax
 
 
 @dataclass
@@ -19,11 +20,6 @@ class GenerationResult:
     token_ids: list[int]  # the new token ids
     finish_reason: str  # "length" (max_new_tokens reached) or "eos" (end-of-text produced)
     logprobs: list[float] = field(default_factory=list)  # log-probability of each new token
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:  # [..., V] -> [..., V]
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def encode_prompt(model, prompt) -> list[int]:

@@ -147,6 +147,16 @@ def linear(x, p: LinearWeights):  # [..., in] -> [..., out]
     return out.reshape(*x.shape[:-1], p.weight.shape[1])
 
 
+def softmax(x, axis=-1):  # [..., V] -> [..., V], rows summing to 1
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):  # [..., V] -> [..., V], log-probabilities
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 def split_heads(x, n_head: int):  # [B, T, C] -> [B, H, T, D]
     B, T, C = x.shape
     return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
@@ -296,8 +306,10 @@ class GPT2:
         downloaded there if missing (unless `local_files_only`)."""
         from .hub import resolve_model_dir
         from .loader import load_state_dict
+        from .threads import threads_from_environment
         from .tokenizer import load_tokenizer
 
+        threads_from_environment()
         model_dir = resolve_model_dir(name_or_path, local_files_only=local_files_only)
         config = GPT2Config.from_json(model_dir / "config.json")
         state = load_state_dict(model_dir, parameter_shapes(config), config)
