@@ -121,12 +121,7 @@ def score(model, text_or_ids, *, bos: bool = False, context: int | None = None, 
     progress: a progress bar on stderr; None shows it when stderr is a terminal and there is more
         than one batch.
     """
-    n_positions = model.config.n_positions
-    context = n_positions if context is None else context
-    check_integer("context", context, 2, n_positions, f"n_positions={n_positions}")
-    stride = max(1, context // 2) if stride is None else stride
-    check_integer("stride", stride, 1, context, f"the context ({context})")
-    check_integer("batch_size", batch_size, 1, None, None)
+    context, stride = window_options(model.config.n_positions, context, stride, batch_size)
     tokens = scored_sequence(model, text_or_ids, bos)  # int64 [N]
 
     windows = sliding_windows(len(tokens), context, stride)
@@ -194,12 +189,23 @@ def scored_sequence(model, text_or_ids, bos: bool) -> np.ndarray:
         ids = np.concatenate([[model.config.bos_token_id], ids]).astype(np.int64)
     if len(ids) < 2:
         text = "the text" + (" with <|endoftext|> before it" if bos else "")
-        hint = "" if bos else ", or put <|endoftext|> before it (bos)"
+        hint = "" if bos else ", or put <|endoftext|> before it (bos=True, --bos)"
         raise InputError(
             f"{text} is {len(ids)} token{'s' if len(ids) != 1 else ''} long: scoring needs at least 2 "
             f"(the first token has no prediction){hint}"
         )
     return ids
+
+
+def window_options(n_positions: int, context, stride, batch_size, spell=lambda name: name) -> tuple[int, int]:
+    """Check the options and fill in the defaults: -> (context, stride). `spell` gives an option's
+    name as the caller knows it (the command line says --batch-size)."""
+    context = n_positions if context is None else context
+    check_integer(spell("context"), context, 2, n_positions, f"n_positions={n_positions}")
+    stride = max(1, context // 2) if stride is None else stride
+    check_integer(spell("stride"), stride, 1, context, f"the context ({context})")
+    check_integer(spell("batch_size"), batch_size, 1, None, None)
+    return context, stride
 
 
 def check_integer(name: str, value, low: int, high: int | None, high_name: str | None) -> None:
@@ -209,7 +215,7 @@ def check_integer(name: str, value, low: int, high: int | None, high_name: str |
     except TypeError:
         ok = False
     if not ok:
-        limit = f"from {low} to {high_name}" if high is not None else f"at least {low}"
+        limit = f"from {low} to {high_name}" if high is not None else f">= {low}"
         raise InputError(f"{name} must be an integer {limit}, got {value!r}")
 
 
