@@ -400,3 +400,15 @@ class GPT2:
         from .generation import generate
 
         return generate(self, prompt, max_new_tokens=max_new_tokens, **options)
+
+    def score(self, text_or_ids, *, bos: bool = False, **options):
+        """Per-token log-probabilities of a text (str) or token ids, with a sliding window past the
+        context: `Scores` with token_ids, float32 logprobs (NaN where unscored), count, total_nll,
+        mean_nll, perplexity. Options: context, stride, batch_size, progress; see `engine.scoring.score`."""
+        from .scoring import score
+
+        return score(self, text_or_ids, bos=bos, **options)
+
+    def perplexity(self, text_or_ids, **options) -> float:
+        """exp(mean negative log-likelihood per scored token) of a text: `self.score(...).perplexity`."""
+        return self.score(text_or_ids, **options).perplexity
