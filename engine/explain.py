@@ -178,6 +178,53 @@ class Explanation:
                          f"(|sum of attributions - output difference|, largest |difference| {np.abs(self.ig_difference).max():.3f})")
         return "\n".join(lines)
 
+    # ------------------------------------------------------------------------------------------
+    # Showing it: a self-contained HTML page (engine.report), matplotlib figures (engine.plots)
+
+    def to_html(self) -> str:
+        """The explorable page (saliency, neuron factors, logit lens, attention) as one HTML string."""
+        from .report import render_html
+
+        return render_html(self)
+
+    def save_html(self, path) -> Path:
+        """Write the explorable page to `path`: one file, inline CSS and JavaScript, nothing fetched."""
+        from .report import write_html
+
+        return write_html(self, path)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the page in an iframe (srcdoc): no network, no clash with the notebook's CSS."""
+        from .report import notebook_html
+
+        return notebook_html(self)
+
+    def plot_saliency(self, token: int = -1, method: str | None = None, ax=None):
+        """Bars: each earlier token's score for generated token `token` (an index into the generated
+        tokens; -1 = the last). A matplotlib Figure (needs matplotlib: pip install gpt2-engine[plot])."""
+        from .plots import plot_saliency
+
+        return plot_saliency(self, token, method, ax=ax)
+
+    def plot_rankings(self, ax=None):
+        """The rank of each generated token at every layer (the logit lens; 1 = top), as a matplotlib Figure."""
+        from .plots import plot_rankings
+
+        return plot_rankings(self, ax=ax)
+
+    def plot_factors(self, layers=None):
+        """One sparkline per neuron factor over the tokens, for the factor set of `layers` (a layer,
+        or None: all layers side by side), as a matplotlib Figure."""
+        from .plots import plot_factors
+
+        return plot_factors(self, layers)
+
+    def plot_attention(self, layer: int = 0, head: int = 0, ax=None):
+        """The query x key attention of one layer and head (head=None: the mean of the heads), as a matplotlib Figure."""
+        from .plots import plot_attention
+
+        return plot_attention(self, layer, head, ax=ax)
+
     def to_dict(self) -> dict:
         """Everything as JSON-ready Python values (arrays as nested lists)."""
         out = {}
