@@ -62,3 +62,13 @@ def small_dir(synthetic):
     from engine.config import GPT2Config
 
     return synthetic("small", GPT2Config(n_layer=2, n_head=4, n_embd=96, n_positions=128))
+
+
+# The explain result the report tests share (tests/test_report*.py): the tiny model, 20 new tokens. Its
+# prompt carries "</script>", "<!--" and other HTML to prove that the page escapes its data.
+REPORT_PROMPT = 'ROMEO: </script><!-- <b>"Is" the day & so young?'
+
+
+@pytest.fixture(scope="session")
+def tiny_explanation(tiny_model):
+    return tiny_model.explain(REPORT_PROMPT, max_new_tokens=20, steps=10, progress=False)
