@@ -8,19 +8,15 @@ each test asserts that none was attempted and that the console stayed free of er
 A screenshot of the report is written to tests/artifacts/ (ignored by git) for people to look at.
 """
 
-import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser import CHROMIUM, launch
 from conftest import REPO
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "tests" / "artifacts"
 SALIENCY_RGB = (234, 88, 12)  # --saliency in report.css
 HEAT_RGB = (37, 99, 235)  # --heat
@@ -41,7 +37,7 @@ def browser():
     except ImportError:
         missing("Python Playwright is not installed (pip install playwright)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         yield browser
         browser.close()
 
@@ -326,3 +322,10 @@ def test_screenshot_is_written(browser, report_path, tiny_explanation):
     opened.close()
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 50_000
     print(f"\nscreenshot: {path}")
+
+
+def test_ci_installs_the_browser_before_the_tests():
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    install = next(i for i, line in enumerate(lines) if "apt-get install" in line and " chromium" in line)
+    tests = next(i for i, line in enumerate(lines) if "python -m pytest" in line)
+    assert install < tests and "DEBIAN_FRONTEND=noninteractive" in lines[install] and " -y " in lines[install]
