@@ -162,16 +162,19 @@ class Explanation:
         return [(int(i), float(scores[i])) for i in best]
 
     def summary(self) -> str:
-        """A few lines for a terminal: the text, and per generated token its most salient inputs."""
+        """A few lines for a terminal: the text, and per generated token its rank in the logit lens
+        (after the embeddings, then after each block) and its most salient inputs."""
         P = self.prompt_length
         lines = [f"prompt ({P} tokens): {self.prompt!r}",
                  f"generated ({self.generated} tokens, {self.finish_reason}): {''.join(self.tokens[P:])!r}"]
         method = next((m for m in ("grad_x_input", *self.saliency) if m in self.saliency), None)
         if method is not None and self.generated:
-            lines.append(f"most salient earlier tokens ({method}, of {self.of}):")
+            lines.append(f"per generated token: its rank in the logit lens (after the embeddings, then each block) "
+                         f"and the earlier tokens that mattered most ({method}, of {self.of}):")
             for g in range(self.generated):
                 best = ", ".join(f"{self.tokens[i]!r} {s:.2f}" for i, s in self.top_salient(g, method))
-                lines.append(f"  {P + g:>4} {self.tokens[P + g]!r:<14} <- {best}")
+                ranks = ",".join(str(r) for r in self.lens_target_ranks[:, P + g - 1])  # embeddings .. last block
+                lines.append(f"  {P + g:>5} {self.tokens[P + g]!r:<14} {ranks:<{3 * len(self.lens_layers)}}  <- {best}")
         if self.ig_steps is not None and self.generated:
             gap = np.abs(self.ig_sum - self.ig_difference)
             lines.append(f"integrated gradients ({self.ig_steps} steps): worst completeness gap {gap.max():.2e} "

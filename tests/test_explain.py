@@ -150,7 +150,7 @@ def test_cli_writes_the_result(tiny_model_dir, tmp_path):
     e = Explanation.load(out)
     assert e.generated == 4 and e.ig_steps == 8 and list(e.saliency) == list(METHODS)
     assert e.model == str(tiny_model_dir)
-    assert f"wrote {out}" in result.stdout and "most salient earlier tokens (grad_x_input" in result.stdout
+    assert f"wrote {out}" in result.stdout and "mattered most (grad_x_input, of logprob)" in result.stdout
     for g in range(4):
         assert repr(e.tokens[e.prompt_length + g]) in result.stdout
 
