@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backward import TARGETS, as_integer
+from .backward import TARGETS, as_integer, target_forward
 from .errors import InputError
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
 from .lens import lens_names, logit_lens
@@ -162,16 +162,19 @@ class Explanation:
         return [(int(i), float(scores[i])) for i in best]
 
     def summary(self) -> str:
-        """A few lines for a terminal: the text, and per generated token its most salient inputs."""
+        """A few lines for a terminal: the text, and per generated token its rank in the logit lens
+        (after the embeddings, then after each block) and its most salient inputs."""
         P = self.prompt_length
         lines = [f"prompt ({P} tokens): {self.prompt!r}",
                  f"generated ({self.generated} tokens, {self.finish_reason}): {''.join(self.tokens[P:])!r}"]
         method = next((m for m in ("grad_x_input", *self.saliency) if m in self.saliency), None)
         if method is not None and self.generated:
-            lines.append(f"most salient earlier tokens ({method}, of {self.of}):")
+            lines.append(f"per generated token: its rank in the logit lens (after the embeddings, then each block) "
+                         f"and the earlier tokens that mattered most ({method}, of {self.of}):")
             for g in range(self.generated):
                 best = ", ".join(f"{self.tokens[i]!r} {s:.2f}" for i, s in self.top_salient(g, method))
-                lines.append(f"  {P + g:>4} {self.tokens[P + g]!r:<14} <- {best}")
+                ranks = ",".join(str(r) for r in self.lens_target_ranks[:, P + g - 1])  # embeddings .. last block
+                lines.append(f"  {P + g:>5} {self.tokens[P + g]!r:<14} {ranks:<{3 * len(self.lens_layers)}}  <- {best}")
         if self.ig_steps is not None and self.generated:
             gap = np.abs(self.ig_sum - self.ig_difference)
             lines.append(f"integrated gradients ({self.ig_steps} steps): worst completeness gap {gap.max():.2e} "
@@ -254,7 +257,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     """Continue `prompt` (text or token ids) by up to max_new_tokens tokens with `model.generate`
     (generation_options go to it), then analyse the whole sequence; see the module docstring.
 
-    methods: saliency methods (any of engine.saliency.METHODS); of: "logprob" or "prob"; steps:
+    methods: saliency methods (any of engine.saliency.METHODS, or none); of: "logprob" or "prob"; steps:
     integrated-gradients steps; top_k: lens candidates; factors, seed, iterations: the NMF.
     max_new_tokens=0 analyses the prompt alone (no saliency rows). progress: a bar on stderr
     (default: when stderr is a terminal).
@@ -290,7 +293,12 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     # One captured pass: the lens readings, the attention and the MLP activations.
     names = lens_names(c.n_layer) + [f"blocks.{i}.attn.hook_pattern" for i in range(c.n_layer)]
     names += [f"blocks.{i}.mlp.hook_post" for i in range(c.n_layer)]
-    _, cache = model.run_with_cache(ids, names=names)
+    logits, cache = model.run_with_cache(ids, names=names)  # [N, V]
+    G = N - P
+    predicted_at = np.arange(P - 1, N - 1)  # [G]: generated token P + g is predicted at P + g - 1
+    target_values = np.array([target_forward(logits[i : i + 1], int(ids[i + 1]), of)[0][0] for i in predicted_at],
+                             dtype=np.float32)  # [G]
+    del logits
 
     lens = logit_lens(model, ids, top_k=top_k, cache=cache)
     attention = np.stack([cache["pattern", i] for i in range(c.n_layer)]).astype(np.float16)  # [L, H, N, N]
@@ -302,17 +310,14 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     top = [[f.top_neurons(k, n_top) for k in range(len(f.activations))] for f in found]
     del cache, mlp
 
-    G = N - P
     saliency = {m: np.zeros((G, N), dtype=np.float32) for m in methods}
-    target_values = np.zeros(G, dtype=np.float32)
     ig_sum, ig_difference = np.zeros(G, dtype=np.float32), np.zeros(G, dtype=np.float32)
     erasure_drops = np.zeros((G if "erasure" in methods else 0, N), dtype=np.float32)
-    with progress_bar(G, progress) as bar:
-        for g in range(G):
+    with progress_bar(G if methods else 0, progress) as bar:
+        for g in range(G if methods else 0):
             results = attribute_all(model, ids, int(ids[P + g]), P + g - 1, methods, of, steps)
             for m, r in results.items():
                 saliency[m][g] = r.scores
-            target_values[g] = next(iter(results.values())).value
             if "integrated_gradients" in results:
                 done = results["integrated_gradients"].completeness
                 ig_sum[g], ig_difference[g] = done["sum_of_attributions"], done["output_difference"]

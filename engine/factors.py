@@ -28,6 +28,7 @@ from .errors import InputError
 EPSILON = np.finfo(np.float32).eps  # replaces a zero denominator, as scikit-learn's "mu" solver does
 DEFAULT_FACTORS = 10  # Ecco's default
 DEFAULT_ITERATIONS = 500  # Ecco's max_iter
+DEFAULT_TOL = 1e-4  # scikit-learn's default, which Ecco keeps
 
 
 def nmf_init(A: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,16 +40,20 @@ def nmf_init(A: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return W.astype(np.float32), F.astype(np.float32)
 
 
-def nmf(A: np.ndarray, k: int, *, seed: int = 0, iterations: int = DEFAULT_ITERATIONS, init=None):
+def nmf(A: np.ndarray, k: int, *, seed: int = 0, iterations: int = DEFAULT_ITERATIONS, tol: float = DEFAULT_TOL,
+        init=None):
     """Factorise A float32 [T, N] >= 0 into W [T, k] @ F [k, N] (both >= 0, float32).
 
     Frobenius multiplicative updates, W then F each iteration:
         W <- W * (A F^T) / (W F F^T),   F <- F * (W^T A) / (W^T W F)
     Each update keeps its factor non-negative and never increases ||A - W F||. A zero denominator
-    is replaced by float32 epsilon. init: (W, F) to start from, instead of `nmf_init(A, k, seed)`.
+    is replaced by float32 epsilon. At most `iterations`; every 10, the fit stops once the error
+    fell by less than tol x the starting error over those 10 (scikit-learn's criterion and default;
+    tol=0 runs them all). init: (W, F) to start from, instead of `nmf_init(A, k, seed)`.
     """
     W, F = (np.array(a, dtype=np.float32) for a in init) if init is not None else nmf_init(A, k, seed)
-    for _ in range(iterations):
+    start_error = previous_error = np.linalg.norm(A - W @ F)
+    for iteration in range(1, iterations + 1):
         numerator = A @ F.T  # [T, k]
         denominator = W @ (F @ F.T)  # [T, k]
         denominator[denominator == 0] = EPSILON
@@ -57,6 +62,11 @@ def nmf(A: np.ndarray, k: int, *, seed: int = 0, iterations: int = DEFAULT_ITERA
         denominator = (W.T @ W) @ F  # [k, N]
         denominator[denominator == 0] = EPSILON
         F *= numerator / denominator
+        if tol > 0 and iteration % 10 == 0:
+            error = np.linalg.norm(A - W @ F)
+            if (previous_error - error) / start_error < tol:
+                break
+            previous_error = error
     return W, F
 
 
