@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import numpy as np
 from .backward import TARGETS, as_integer, target_forward
 from .errors import InputError
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
+from .files import write_atomically
 from .lens import lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
 
@@ -114,18 +113,7 @@ class Explanation:
             else:
                 metadata[f.name] = value
         arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
-        directory = path.parent if str(path.parent) else Path(".")
-        if not directory.is_dir():
-            raise InputError(f"{path}: the directory {directory} does not exist")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez_compressed(out, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        return path
+        return write_atomically(path, lambda out: np.savez_compressed(out, **arrays))
 
     @classmethod
     def load(cls, path) -> "Explanation":

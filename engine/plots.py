@@ -70,6 +70,8 @@ def plot_saliency(result, token: int = -1, method: str | None = None, ax=None):
     """Bars of the scores of the tokens before generated token `token` (index into the generated
     tokens). method: one of result.saliency (default: grad_x_input, else the first there is)."""
     g = generated_index(result, int(token))
+    if not result.saliency:
+        raise InputError("this result has no saliency (explain ran with no methods)")
     if method is None:
         method = next(m for m in (*SALIENCY_ORDER, *result.saliency) if m in result.saliency)
     if method not in result.saliency:

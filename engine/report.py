@@ -28,15 +28,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .files import write_atomically
 
 SALIENCY_ORDER = ("grad_x_input", "integrated_gradients", "erasure", "gradient")  # the page's method switch
 SALIENCY_LABELS = {"grad_x_input": "Gradient × input", "integrated_gradients": "Integrated gradients",
@@ -156,21 +154,8 @@ def render_html(result) -> str:
 
 def write_html(result, path) -> Path:
     """Write the page to `path`, atomically (a failure leaves no partial file)."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"{path}: the directory {directory} does not exist")
     page = render_html(result).encode("utf-8")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(page)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    return write_atomically(path, lambda out: out.write(page))
 
 
 def notebook_html(result, height: int = 720) -> str:

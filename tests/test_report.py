@@ -4,6 +4,7 @@ page in Chromium.)"""
 
 import html
 import json
+import os
 import re
 import subprocess
 import sys
@@ -88,6 +89,9 @@ def test_save_html_writes_the_page(tiny_explanation, tmp_path):
     path = tiny_explanation.save_html(tmp_path / "report.html")
     assert path.read_text(encoding="utf-8") == tiny_explanation.to_html()
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary left behind
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a page to share, not a 0600 temporary
     from engine.errors import InputError
 
     with pytest.raises(InputError, match="does not exist"):
@@ -115,6 +119,8 @@ def test_page_for_20_tokens_on_the_124M_shape_is_under_2_MB(synthetic):
     print(f"\n124M shape, 30 tokens (20 generated): the page is {len(page):,} bytes, "
           f"of which attention {attention_bytes:,.0f}")
     assert attention_bytes < len(page) < 2_000_000
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"20 generated tokens it is {round(len(page) / 1000)} KB, {round(attention_bytes / 1000)} KB of it attention" in readme
 
 
 def test_notebook_rendering_is_an_iframe_of_the_page(tiny_explanation):

@@ -441,7 +441,7 @@
     const readout = document.getElementById("attention-readout");
     for (let l = 0; l < A.layers; l++) layerSelect.append(el("option", { value: l, text: String(l) }));
     for (let h = 0; h < A.heads; h++) headSelect.append(el("option", { value: h, text: String(h) }));
-    headSelect.append(el("option", { value: -1, text: "mean of all heads" }));
+    headSelect.append(el("option", { value: -1, text: "mean of heads" }));
     let cursor = null;  // [query, key] under the pointer or the keyboard
     let geometry = null;
 
