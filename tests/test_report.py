@@ -226,3 +226,12 @@ def test_plot_attention_draws_the_pattern(tiny_explanation, tmp_path):
     np.testing.assert_allclose(mean.data[lower], result.attention[0].astype(np.float32).mean(0)[lower], rtol=1e-6)
     figure.savefig(tmp_path / "attention.png")
     png_size(tmp_path / "attention.png")
+
+
+def test_a_wheel_ships_the_page_assets():
+    """pyproject's package-data lists every file in engine/data, so a non-editable install has them."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (listed,) = re.findall(r'^"engine\.data" = \[(.*)\]$', pyproject, re.M)
+    shipped = {name.strip().strip('"') for name in listed.split(",")}
+    present = {p.name for p in (REPO / "engine" / "data").iterdir() if p.is_file() and p.suffix != ".py"}
+    assert present <= shipped and {"report.html", "report.css", "report.js"} <= shipped

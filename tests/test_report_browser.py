@@ -50,10 +50,10 @@ def report_path(tiny_explanation, tmp_path_factory):
 class Page:
     """A fresh page on the report, recording console errors and every non-file request (blocked)."""
 
-    def __init__(self, browser, url, width=1100, height=900):
+    def __init__(self, browser, url, width=1100, height=900, touch=False):
         # Reduced motion: the page then skips its colour transitions, so computed colours are final at once.
         self.context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1,
-                                           reduced_motion="reduce")
+                                           reduced_motion="reduce", has_touch=touch, is_mobile=touch)
         self.errors, self.requests = [], []
         self.context.route("**/*", self.route)
         self.page = self.context.new_page()
@@ -288,8 +288,8 @@ def test_logit_lens_grid_and_ranks(page, tiny_explanation):
     assert page.locator("#lens-readout").text_content().startswith("At ")
 
 
-def test_narrow_screen_has_no_horizontal_overflow(browser, report_path):
-    opened = Page(browser, report_path.as_uri(), width=375, height=812)
+def test_narrow_touch_screen_has_no_horizontal_overflow(browser, report_path, tiny_explanation):
+    opened = Page(browser, report_path.as_uri(), width=375, height=812, touch=True)
     widths = opened.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths
     # Wide content scrolls inside its own box, not the page.
@@ -297,6 +297,9 @@ def test_narrow_screen_has_no_horizontal_overflow(browser, report_path):
     assert max(boxes) <= 375
     canvas = opened.page.evaluate("document.getElementById('attention-map').getBoundingClientRect().right")
     assert canvas <= 375
+    # A tap on a generated token pins it, as a click does.
+    opened.page.locator("#saliency-tokens [data-generated='5']").tap()
+    check_saliency_shading(opened.page, tiny_explanation, "grad_x_input", 5)
     ARTIFACTS.mkdir(exist_ok=True)
     opened.page.screenshot(path=ARTIFACTS / "report-narrow.png", full_page=True)
     opened.close()

@@ -283,7 +283,7 @@
       const acts = s.activations;  // [k][N]
       const peaks = acts.map((row) => Math.max(0, ...row));
       if (factor >= acts.length) factor = -1;
-      note.textContent = acts.length + " factors of " + (s.layers.length * D.config.mlp_width) +
+      note.textContent = acts.length + (acts.length === 1 ? " factor of " : " factors of ") + (s.layers.length * D.config.mlp_width) +
         " neurons; reconstruction error " + (100 * s.error).toFixed(0) + "%";
 
       const rows = [radioRow(-1, el("span", { class: "swatch", style: "background: conic-gradient(" +
@@ -408,7 +408,7 @@
         })));
     }
     const ranks = el("table", { class: "grid", "aria-labelledby": "ranks-title" }, el("thead", {}, rankHead), el("tbody", {}, ...rankRows));
-    setChildren(document.getElementById("ranks-scroll"), ranks);
+    setChildren(document.getElementById("ranks-scroll"), columns.length ? ranks : el("p", { class: "note", text: "  One token: nothing was predicted." }));
     gridKeys(ranks, (cell) => {
       const r = +cell.dataset.r, t = columns[+cell.dataset.c];
       setChildren(readout, quoted(D.tokens[t + 1]), " (position " + (t + 1) + ") ranks " + L.targetRanks[r][t] +
