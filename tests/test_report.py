@@ -98,24 +98,30 @@ def test_save_html_writes_the_page(tiny_explanation, tmp_path):
         tiny_explanation.save_html(tmp_path / "missing" / "report.html")
 
 
-def test_page_for_20_tokens_on_the_124M_shape_is_under_2_MB(synthetic):
+def test_page_for_20_tokens_on_the_124M_shape_is_under_2_MB(explained_124M):
     """The 124M shape (12 layers x 12 heads), a 10-token prompt and 20 generated tokens."""
-    from engine import GPT2
-    from engine.saliency import METHODS
-    from engine.synthetic import preset_config
+    import dataclasses
 
-    model = GPT2.from_pretrained(synthetic("gpt2-124M-full", preset_config("gpt2")))  # shared with test_parity
-    result = model.explain("The quick brown fox jumps over the lazy dog.", max_new_tokens=20, methods=["grad_x_input"],
-                           iterations=20, progress=False)
-    assert result.generated == 20 and len(result.token_ids) == 30
-    # The other methods' arrays have the same shapes (and digits) as grad_x_input's; stand-ins for them
-    # keep this test fast (a real run costs 1 to 50 more backward passes per token and method).
-    scores = result.saliency["grad_x_input"]
-    result.saliency = {m: scores.copy() for m in METHODS}
-    result.erasure_drops, result.ig_steps = (scores - 0.5).astype(np.float32), 50
-    result.ig_sum = result.ig_difference = result.target_values
+    from engine.saliency import METHODS
+
+    e = explained_124M
+    G, N = e.generated, len(e.token_ids)
+    assert G == 20 and N == 30
+    # The result was made without saliency, to save time (each method costs 1 to 50 backward passes per
+    # token); stand-ins of the same shapes, with all their digits, take its place: every method's
+    # scores [G, N] summing to 1 over the tokens before each generated one, erasure's drops [G, N],
+    # the completeness sums [G].
+    rng = np.random.default_rng(0)
+    before = np.arange(N)[None, :] < (e.prompt_length + np.arange(G))[:, None]  # [G, N]
+    scores = {}
+    for method in METHODS:
+        raw = rng.random((G, N), dtype=np.float32) * before
+        scores[method] = (raw / raw.sum(1, keepdims=True)).astype(np.float32)
+    values = rng.standard_normal(G, dtype=np.float32)
+    result = dataclasses.replace(e, saliency=scores, ig_steps=50, ig_sum=values, ig_difference=values,
+                                 erasure_drops=rng.standard_normal((G, N), dtype=np.float32) * before)
     page = result.to_html().encode("utf-8")
-    attention_bytes = 12 * 12 * (30 * 31 // 2) * 2 * 4 / 3  # base64 of the float16 lower triangles
+    attention_bytes = 12 * 12 * (N * (N + 1) // 2) * 2 * 4 / 3  # base64 of the float16 lower triangles
     print(f"\n124M shape, 30 tokens (20 generated): the page is {len(page):,} bytes, "
           f"of which attention {attention_bytes:,.0f}")
     assert attention_bytes < len(page) < 2_000_000
