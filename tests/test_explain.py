@@ -3,12 +3,10 @@ tokens generation produced; it survives a save/load round trip as one .npz file;
 the 124M shape; bad arguments and files get one clear line."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
 from engine import GPT2, InputError
 from engine.explain import Explanation
 from engine.factors import factorise
@@ -107,6 +105,14 @@ def test_load_and_save_errors(explained, tmp_path):
         Explanation.load(tmp_path / "other.npz")
     with pytest.raises(InputError, match="does not exist"):
         explained.save(tmp_path / "no" / "such" / "dir.npz")
+    whole = explained.save(tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match="truncated.npz: not an explain result"):
+        Explanation.load(tmp_path / "truncated.npz")
+    with np.load(tmp_path / "whole.npz") as data:
+        np.savez(tmp_path / "partial.npz", **{k: data[k] for k in data.files if k != "attention"})
+    with pytest.raises(InputError, match="partial.npz: an incomplete explain result"):
+        Explanation.load(tmp_path / "partial.npz")
 
 
 def test_prompt_alone_and_options(tiny_model):
