@@ -182,6 +182,50 @@ def run_with_hooks(model, ids, fwd_hooks: Iterable[Intervention] = (), **forward
     return model(ids, hooks=hooks, **forward_options)
 
 
+class StepwiseCapture:
+    """Capture across the calls of an incremental decode (a prompt, then one token per step through
+    the KV cache), as if the whole sequence had gone through at once:
+
+        capture = StepwiseCapture(model.config, names=[("pattern", 0), ("post", 1)])
+        model(prompt_ids, cache=kv, hooks=capture.hooks); model([token], cache=kv, hooks=capture.hooks) ...
+        capture.cache()   # hook_post [N, I]; hook_pattern [H, N, N] (row t: query t over key slots 0..t)
+
+    Each call's positions are appended along the token axis; attention rows, which cover the key
+    slots seen so far, are placed in an [N, N] (query, key slot) square, zero where not visible.
+    `batched`: keep the batch axis (a batch decode) instead of dropping it.
+    """
+
+    def __init__(self, config: GPT2Config, names=None, batched: bool = False):
+        self.config = config
+        self.names = set(select_names(config, names))
+        self.batched = batched
+        self.steps: dict[str, list[np.ndarray]] = {}
+
+    def hooks(self, name: str, array: np.ndarray) -> np.ndarray:
+        if name in self.names:
+            self.steps.setdefault(name, []).append(np.array(array, dtype=np.float32, copy=True))
+        return array
+
+    def cache(self) -> ActivationCache:
+        captured = {}
+        for name in hook_names(self.config):
+            if name not in self.steps:
+                continue
+            parts = self.steps[name]
+            if name.endswith("hook_pattern"):  # parts: [B, H, T_call, S_so_far]
+                B, H, _, N = parts[-1].shape
+                square = np.zeros((B, H, N, N), dtype=np.float32)
+                row = 0
+                for part in parts:
+                    square[:, :, row : row + part.shape[2], : part.shape[3]] = part
+                    row += part.shape[2]
+                whole = square
+            else:
+                whole = np.concatenate(parts, axis=1)  # [B, N, ...]
+            captured[name] = whole if self.batched else whole[0]
+        return ActivationCache(captured, self.config.n_layer)
+
+
 # ----------------------------------------------------------------------------------------------
 # Interventions: (hook name, function) pairs for fwd_hooks
 

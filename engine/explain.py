@@ -121,24 +121,29 @@ class Explanation:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except OSError as error:
-            raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
-        except ValueError:
-            raise InputError(f"{path}: not an explain result (not an .npz file)") from None
+        except FileNotFoundError as error:
+            raise InputError(f"{path}: cannot read the file ({error.strerror})") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory, not an explain result file") from None
+        except Exception:  # not a zip, a truncated zip, a pickle, ...: numpy and zipfile raise many kinds
+            raise InputError(f"{path}: not an explain result (not a readable .npz file)") from None
         try:
             metadata = json.loads(arrays.pop("metadata").tobytes().decode("utf-8"))
             if metadata.get("format") != FORMAT:
                 raise ValueError
-        except (KeyError, ValueError, UnicodeDecodeError):
+        except (KeyError, ValueError, UnicodeDecodeError, AttributeError):
             raise InputError(f"{path}: not an explain result (no gpt2-engine metadata)") from None
-        if metadata["version"] != FORMAT_VERSION:
-            raise InputError(f"{path}: explain format version {metadata['version']}, this engine reads {FORMAT_VERSION}")
-        methods = metadata.pop("saliency_methods")
-        values = {name: arrays[name] for name in arrays if not name.startswith("saliency.")}
-        values["saliency"] = {m: arrays[f"saliency.{m}"] for m in methods}
-        values["pieces"] = {int(i): piece for i, piece in metadata.pop("pieces").items()}
-        del metadata["format"], metadata["version"]
-        return cls(**metadata, **values)
+        if metadata.get("version") != FORMAT_VERSION:
+            raise InputError(f"{path}: explain format version {metadata.get('version')}, this engine reads {FORMAT_VERSION}")
+        try:
+            methods = metadata.pop("saliency_methods")
+            values = {name: arrays[name] for name in arrays if not name.startswith("saliency.")}
+            values["saliency"] = {m: arrays[f"saliency.{m}"] for m in methods}
+            values["pieces"] = {int(i): piece for i, piece in metadata.pop("pieces").items()}
+            del metadata["format"], metadata["version"]
+            return cls(**metadata, **values)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(f"{path}: an incomplete explain result ({type(error).__name__}: {error})") from None
 
     # ------------------------------------------------------------------------------------------
     # Reading it

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import check_target, embedding_forward, target_forward, target_gradients, as_integer
+from .backward import as_integer, check_target, embedding_forward, target_forward, target_gradients
 from .capture import run_with_hooks
 from .errors import InputError
 
@@ -77,7 +77,7 @@ class Attribution:
         """Integrated gradients only: sum of the attributions vs f(input) - f(baseline)."""
         if self.method != "integrated_gradients":
             return None
-        total = float(self.attributions.sum(dtype=np.float64))
+        total = float(self.attributions.sum(dtype=np.float64))  # summed in float64: a reporting choice
         difference = self.value - self.baseline_value
         gap = abs(total - difference)
         return {"sum_of_attributions": total, "output_difference": difference, "gap": gap,

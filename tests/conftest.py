@@ -77,11 +77,12 @@ def tiny_explanation(tiny_model):
 @pytest.fixture(scope="session")
 def explained_124M(synthetic):
     """explain on the 124M shape (synthetic weights), 10 prompt + 20 generated tokens, no saliency
-    (each method costs 1 to 50 backward passes per token): for the tests of what the result and its
+    (each method costs 1 to 50 backward passes per token), 20 NMF iterations: for the tests of what the result and its
     page weigh (tests/test_explain.py, tests/test_report.py)."""
     from engine import GPT2
     from engine.synthetic import preset_config
 
     model = GPT2.from_pretrained(synthetic("gpt2-124M-full", preset_config("gpt2")))  # shared with test_parity
     prompt = [464, 3290, 286, 262, 1578, 286, 3576, 318, 257, 1295]  # 10 tokens
-    return model.explain(prompt, max_new_tokens=20, methods=[], progress=False)
+    return model.explain(prompt, max_new_tokens=20, methods=[], iterations=20, progress=False)  # sizes do not
+    # depend on the NMF's iterations either

@@ -10,7 +10,7 @@ import torch
 
 import engine.model
 from engine import GPT2, InputError
-from engine.capture import act_name, hook_names, set_heads, set_neurons, zero_heads, zero_neurons
+from engine.capture import StepwiseCapture, act_name, hook_names, set_heads, set_neurons, zero_heads, zero_neurons
 from reference import hf_model
 
 RNG = np.random.default_rng(77)
@@ -133,25 +133,38 @@ def test_capture_through_the_cache_is_what_generation_computes(tiny_model):
     prompt = tiny_model.tokenizer.encode("ROMEO: What")
     new_ids = tiny_model.generate(prompt, max_new_tokens=6).token_ids
     ids = np.array(prompt + new_ids)
+    N = len(ids) - 1  # generation never feeds back its last token
     names = ["blocks.3.hook_resid_post", "blocks.1.mlp.hook_post", "blocks.2.attn.hook_pattern", "ln_final.hook_normalized"]
     _, whole = tiny_model.run_with_cache(ids, names=names)
 
+    capture = StepwiseCapture(tiny_model.config, names=names)
     kv = tiny_model.new_cache(batch_size=1, max_length=len(ids))
-    steps = [tiny_model.run_with_cache(ids[: len(prompt)], names=names, cache=kv)]
-    steps += [tiny_model.run_with_cache(ids[t : t + 1], names=names, cache=kv) for t in range(len(prompt), len(ids) - 1)]
-    N = len(ids) - 1  # generation never feeds back its last token
-    for name in names[:2] + names[3:]:
-        stepwise = np.concatenate([cache[name] for _, cache in steps])  # [N, ...]
-        np.testing.assert_allclose(stepwise, whole[name][:N], rtol=0, atol=1e-4)
-    pattern = whole["pattern", 2][:, :N, :N]  # [H, N, N]
-    first = steps[0][1]["pattern", 2]  # [H, P, P]
-    np.testing.assert_allclose(first, pattern[:, : len(prompt), : len(prompt)], atol=1e-5)
-    for t, (_, cache) in zip(range(len(prompt), N), steps[1:]):
-        np.testing.assert_allclose(cache["pattern", 2][:, 0], pattern[:, t, : t + 1], atol=1e-5)  # [H, t + 1]
-    # the logits generation chose from are the whole run's
-    step_logits = np.concatenate([logits for logits, _ in steps])
+    steps = [tiny_model(ids[: len(prompt)], cache=kv, hooks=capture.hooks)]
+    steps += [tiny_model(ids[t : t + 1], cache=kv, hooks=capture.hooks) for t in range(len(prompt), N)]
+    stepwise = capture.cache()
+    assert list(stepwise) == sorted(names, key=hook_names(tiny_model.config).index)
+    for name in names:
+        expected = whole[name][:, :N, :N] if name.endswith("pattern") else whole[name][:N]
+        assert stepwise[name].shape == expected.shape, name
+        np.testing.assert_allclose(stepwise[name], expected, rtol=0, atol=1e-4)
+    # the logits generation chose from are the whole run's, and choose the same tokens
+    step_logits = np.concatenate(steps)
     np.testing.assert_allclose(step_logits, tiny_model(ids)[:N], atol=1e-4)
     assert [int(i) for i in step_logits[len(prompt) - 1 :].argmax(-1)] == new_ids
+
+
+def test_stepwise_capture_of_a_batch_with_left_padding(tiny_model):
+    rows = [[5, 9, 300, 12], [0, 0, 40, 41]]  # row 1: two padding slots, then two tokens
+    capture = StepwiseCapture(tiny_model.config, names=[("pattern", 0), ("resid_post", 1)], batched=True)
+    kv = tiny_model.new_cache(batch_size=2, left_padding=[0, 2])
+    tiny_model(np.array(rows), cache=kv, hooks=capture.hooks)
+    tiny_model(np.array([[7], [8]]), cache=kv, hooks=capture.hooks)
+    got = capture.cache()
+    assert got["pattern", 0].shape == (2, 4, 5, 5) and got["resid_post", 1].shape == (2, 5, 128)
+    _, alone = tiny_model.run_with_cache([40, 41, 8], names=[("pattern", 0), ("resid_post", 1)])
+    np.testing.assert_allclose(got["pattern", 0][1, :, 2:, 2:], alone["pattern", 0], atol=1e-5)
+    assert not got["pattern", 0][1, :, 2:, :2].any()  # no real token attends to padding
+    np.testing.assert_allclose(got["resid_post", 1][1, 2:], alone["resid_post", 1], atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,12 +3,10 @@ tokens generation produced; it survives a save/load round trip as one .npz file;
 the 124M shape; bad arguments and files get one clear line."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
 from engine import InputError
 from engine.explain import Explanation
 from engine.factors import factorise
@@ -106,6 +104,14 @@ def test_load_and_save_errors(explained, tmp_path):
         Explanation.load(tmp_path / "other.npz")
     with pytest.raises(InputError, match="does not exist"):
         explained.save(tmp_path / "no" / "such" / "dir.npz")
+    whole = explained.save(tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match="truncated.npz: not an explain result"):
+        Explanation.load(tmp_path / "truncated.npz")
+    with np.load(tmp_path / "whole.npz") as data:
+        np.savez(tmp_path / "partial.npz", **{k: data[k] for k in data.files if k != "attention"})
+    with pytest.raises(InputError, match="partial.npz: an incomplete explain result"):
+        Explanation.load(tmp_path / "partial.npz")
 
 
 def test_prompt_alone_and_options(tiny_model):
@@ -126,7 +132,7 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
     """The issue-7 page for 20 generated tokens on the 124M shape must stay under 2 MB: the arrays a
     page needs, raw, stay well under that (base64 adds a third). No saliency is computed here, to
     save time: its arrays, 4 methods x 20 x N float32 and erasure's drops, are counted in."""
-    e = explained_124M  # conftest: 10 prompt tokens, 20 generated, methods=[]
+    e = explained_124M  # conftest: 10 prompt tokens, 20 generated, methods=[], 20 NMF iterations
     N = len(e.token_ids)
     assert N == 30 and e.attention.shape == (12, 12, N, N)
     raw = sum(getattr(e, f).nbytes for f in e.__dataclass_fields__ if isinstance(getattr(e, f), np.ndarray))
@@ -137,19 +143,7 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
 
 
 # ----------------------------------------------------------------------------------------------
-# gpt2 explain
-
-
-def test_cli_writes_the_result(tiny_model_dir, tmp_path):
-    out = tmp_path / "romeo.npz"
-    result = gpt2("explain", "ROMEO:", "--model", tiny_model_dir, "-n", "4", "--steps", "8", "--output", out)
-    assert result.returncode == 0, result.stderr
-    e = Explanation.load(out)
-    assert e.generated == 4 and e.ig_steps == 8 and list(e.saliency) == list(METHODS)
-    assert e.model == str(tiny_model_dir)
-    assert f"wrote {out}" in result.stdout and "mattered most (grad_x_input, of logprob)" in result.stdout
-    for g in range(4):
-        assert repr(e.tokens[e.prompt_length + g]) in result.stdout
+# gpt2 explain (its output and file: tests/test_inside_readme.py, on the README's example)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,6 +1,7 @@
 """README.md, "Inside the model": the worked example on the tiny Shakespeare model says what the code
 gives. Each figure quoted there is recomputed here and looked up in the section's text."""
 
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import numpy as np
 
 from conftest import REPO
 from engine.capture import zero_heads
-from engine.saliency import attribute
+from engine.explain import Explanation
+from engine.saliency import METHODS, attribute
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
 NEWLINE = 198
@@ -68,12 +70,16 @@ def test_worked_example_figures(tiny_model):
     assert f"[{neurons}]" in text
 
 
-def test_cli_output_quoted_in_the_readme(tiny_model_dir, tmp_path):
+def test_cli_output_quoted_in_the_readme_and_its_file(tiny_model_dir, tmp_path):
     text = section()
     result = subprocess.run(
         [sys.executable, "-m", "engine", "explain", PROMPT, "--model", str(tiny_model_dir), "--max-new-tokens", "8",
-         "--output", "romeo.npz"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+         "--output", "romeo.npz"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env=os.environ | {"PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     quoted = text.split("--output romeo.npz\n```\n\n```\n", 1)[1].split("\n```", 1)[0]
     size = re.compile(r"\([0-9,]+ bytes\)")  # the metadata holds the model's path, which differs here
     assert size.sub("", result.stdout.strip()) == size.sub("", quoted.strip())
+    e = Explanation.load(tmp_path / "romeo.npz")
+    assert e.generated == 8 and e.ig_steps == 50 and list(e.saliency) == list(METHODS)
+    assert e.model == str(tiny_model_dir) and e.prompt == PROMPT
