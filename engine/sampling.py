@@ -90,18 +90,25 @@ def apply_temperature(scores, temperature: float):  # [B, V] -> [B, V]
 
 
 def top_k_mask(scores, k):  # [B, V] -> bool [B, V]
-    """True for exactly min(k, V) tokens per row: the highest scores; among tokens tied with the
-    k-th highest score, the lowest token ids. `k` is an int or one int per row."""
+    """True for exactly k tokens per row: the highest scores; among tokens tied with the k-th
+    highest score, the lowest token ids. `k` is an int or one int per row. Tokens already ruled
+    out (-inf) are never kept, so a row with fewer than k others keeps just those."""
     B, V = scores.shape
-    ks = np.broadcast_to(np.minimum(np.asarray(k, dtype=np.int64), V), (B,))
+    ks = np.broadcast_to(np.asarray(k, dtype=np.int64), (B,))
     keep = np.zeros((B, V), dtype=bool)
-    for b in range(B):  # np.partition finds the k-th value in O(V), without sorting the row
-        row = scores[b]
-        kth_value = np.partition(row, V - ks[b])[V - ks[b]]
-        above = row > kth_value  # [V]
-        tied = row == kth_value  # [V]
+    for b in range(B):
+        # Only tokens not ruled out yet compete (np.partition is slow on long runs of -inf).
+        candidates = np.flatnonzero(scores[b] > NEG_INF)  # [n] ids, increasing
+        values = scores[b, candidates]  # [n]
+        n = candidates.size
+        if ks[b] >= n:
+            keep[b, candidates] = True
+            continue
+        kth_value = np.partition(values, n - ks[b])[n - ks[b]]  # the k-th highest, in O(n)
+        above = values > kth_value  # [n]
+        tied = values == kth_value  # [n]
         room = ks[b] - np.count_nonzero(above)  # how many of the tied tokens fit
-        keep[b] = above | (tied & (np.cumsum(tied) <= room))
+        keep[b, candidates[above | (tied & (np.cumsum(tied) <= room))]] = True
     return keep
 
 
@@ -119,17 +126,21 @@ def nucleus_size(probs, top_p: float) -> int:
     """How many of the most probable tokens it takes for their probability to reach `top_p`.
 
     probs: float32 [V]. The smallest n with p_(1) + ... + p_(n) >= top_p, where p_(1) >= p_(2) >= ...
-    are the probabilities in decreasing order, summed in float32; at least 1; every token with
-    nonzero probability if the sum never reaches top_p. The most probable tokens are found with
-    np.partition over the 64, 512, 4096, ... largest, so a peaked distribution is never fully sorted.
+    are the probabilities in decreasing order; at least 1; every token with nonzero probability if
+    the sum never reaches top_p. The most probable tokens are found with np.partition over the 64,
+    512, 4096, ... largest, so a peaked distribution is never fully sorted.
+
+    The running sum is accumulated in float64, as torch's CPU cumsum accumulates float32 in double:
+    a float32 running sum over the tens of thousands of tokens of a flat distribution drifts by
+    1e-4 and would move the boundary by dozens of tokens. It is the only float64 in generation:
+    one vector of at most V partial sums, not model arithmetic.
     """
     V = probs.shape[0]
-    target = np.float32(top_p)
     m = 64
     while True:
         m = min(m, V)
         largest = np.sort(np.partition(probs, V - m)[V - m :])[::-1]  # [m], decreasing
-        reached = np.flatnonzero(np.cumsum(largest) >= target)
+        reached = np.flatnonzero(np.cumsum(largest, dtype=np.float64) >= top_p)
         if reached.size:
             return int(reached[0]) + 1
         if m == V:
@@ -144,14 +155,14 @@ def top_p_filter(scores, top_p: float):  # [B, V] -> [B, V]
     The boundary is Hugging Face's: a token is kept when the tokens more probable than it hold
     less than top_p, so the token that crosses top_p is kept, and a set that reaches top_p exactly
     stops there. Which tokens the n kept are is decided by `top_k_mask` (ties at the boundary go
-    to the lowest ids). Sums are float32 from the most probable token down (Hugging Face sums from
-    the least probable up); the two can differ only when a cumulative sum lands within float32
-    rounding (about 1e-7) of top_p.
+    to the lowest ids). Hugging Face compares float32 roundings of its cumulative sums (taken
+    from the least probable token up) with 1 - top_p; the two can differ only when a cumulative
+    probability lands within float32 rounding (about 1e-7) of top_p.
     """
     if top_p >= 1.0:
         return scores.copy()
     probs = softmax(scores)  # [B, V] float32
-    sizes = [nucleus_size(row, top_p) for row in probs]  # B ints
+    sizes = [nucleus_size(row[row > 0], top_p) for row in probs]  # B ints; ruled-out tokens have 0
     return np.where(top_k_mask(scores, np.array(sizes)), scores, NEG_INF)
 
 
