@@ -228,9 +228,10 @@ def check_room(model, prompts: list[list[int]], max_new_tokens: int, spell=lambd
         raise InputError(f"the prompt has {longest} tokens, more than the model's context of {n_ctx} tokens")
     if longest + max_new_tokens > n_ctx:
         fits = n_ctx - longest
+        room = {0: "no new token fits", 1: "at most 1 new token fits"}.get(fits, f"at most {fits} new tokens fit")
         raise InputError(
             f"{spell('max_new_tokens')}={max_new_tokens} would pass the context of {n_ctx} tokens: the prompt has "
-            f"{longest} tokens, so " + (f"at most {fits} new tokens fit" if fits else "no new token fits")
+            f"{longest} token{'s' if longest > 1 else ''}, so {room}"
         )
 
 

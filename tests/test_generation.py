@@ -7,25 +7,15 @@ import pytest
 import torch
 
 from conftest import tolerance
-from engine import GPT2, InputError, get_threads, set_threads
+from engine import GPT2, InputError
 from engine.config import GPT2Config
 from engine.generation import prefill
 from engine.model import log_softmax
+from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from reference import hf_model
 
 PROMPTS = ["ROMEO:", "KING:\nWhat say you", "First Citizen:\nBefore we proceed any further, hear me speak.", "O"]
 NEWLINE = 198  # "\n": frequent in Shakespeare, so as a stop id it ends hypotheses early
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: the same arithmetic, and much faster on a loaded 2-core machine."""
-    before, torch_before = get_threads(), torch.get_num_threads()
-    set_threads(1)
-    torch.set_num_threads(1)
-    yield
-    set_threads(before)
-    torch.set_num_threads(torch_before)
 
 
 @pytest.fixture(scope="module")
