@@ -500,7 +500,7 @@ class BeamSearch:
             g_n = len(groups)
             logprobs_all = log_softmax(logits)  # [g_n * K, V], the model's own
             histories = [np.concatenate([self.prompts[g], run_tokens[i, k, :cur]]) for i, g in enumerate(groups)
-                         for k in range(K)]
+                         for k in range(K)] if (o.repetition_penalty != 1.0 or o.no_repeat_ngram_size) else None
             scores = process_scores(
                 logprobs_all, histories, n_new=cur, repetition_penalty=o.repetition_penalty,
                 no_repeat_ngram_size=o.no_repeat_ngram_size, min_new_tokens=o.min_new_tokens, end_ids=self.end_ids,

@@ -89,10 +89,14 @@ def test_greedy_matches_hf_on_synthetic_checkpoints(synthetic_dir, small_dir, se
 
 
 def test_greedy_batch_matches_hf_batch(tiny_model, tiny_model_dir):
+    """Left-padded batches, rows ending at different steps; the penalty ignores padding in both."""
     prompts = ids_of(tiny_model, PROMPTS)
-    ours = tiny_model.generate(prompts, max_new_tokens=24, temperature=0, stop_token_ids=[NEWLINE])
-    reference, _ = hf_generate(tiny_model_dir, prompts, end_ids=(50256, NEWLINE), max_new_tokens=24, do_sample=False)
-    assert [r.token_ids for r in ours] == reference
+    for options in ({}, {"repetition_penalty": 1.2}):
+        ours = tiny_model.generate(prompts, max_new_tokens=24, temperature=0, stop_token_ids=[NEWLINE], **options)
+        reference, _ = hf_generate(tiny_model_dir, prompts, end_ids=(50256, NEWLINE), max_new_tokens=24,
+                                   do_sample=False, **options)
+        assert [r.token_ids for r in ours] == reference
+        assert len({len(r.token_ids) for r in ours}) > 1  # some rows stopped early
 
 
 # ----------------------------------------------------------------------------------------------
