@@ -54,7 +54,7 @@ def add_generate_parser(subparsers) -> None:
                    help="model directory, published name, or 124M/355M/774M/1558M (default: gpt2)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
     p.add_argument("--temperature", "-t", type=float, default=None,
-                   help="sampling temperature, 0 for greedy (default: 1.0; beam search is greedy)")
+                   help="sampling temperature, 0 for greedy (default: 1.0; 0 with --num-beams)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
     p.add_argument("--top-p", type=float, default=None,
                    help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)")
@@ -100,7 +100,9 @@ def read_prompt(args) -> str:
 
 def generation_options(args) -> dict:
     return {
-        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens, "top_k": args.top_k,
+        # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
+        "temperature": args.temperature if args.temperature is not None else (1.0 if args.num_beams == 1 else 0.0),
         "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
         "no_repeat_ngram_size": args.no_repeat_ngram_size, "min_new_tokens": args.min_new_tokens,
         "seed": args.seed, "stop": tuple(args.stop), "stop_token_ids": tuple(args.stop_id),

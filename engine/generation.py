@@ -12,6 +12,9 @@ lengths are left-padded to one batch), then every row costs one step of one toke
 
 Rows that finish leave the batch (their cache rows are dropped), so the others do not wait.
 
+Greedy by default (temperature 0), as Hugging Face's generate(); temperature > 0 samples. (The
+`gpt2 generate` command samples at temperature 1 by default, as R's gpt2() does.)
+
 Stopping: the end-of-text token (unless stop_at_eos=False), any of `stop_token_ids`, any of the
 `stop` strings appearing in the new text (even across tokens, or in the middle of one), or
 `max_new_tokens`. `finish_reason` says which: "eos", "stop" (a stop id or string) or "length".
@@ -85,7 +88,7 @@ class GenerationOptions:
     """Every generation setting, checked by `checked()`. Names follow Hugging Face's generate()."""
 
     max_new_tokens: int = 50
-    temperature: float | None = None  # None: 1.0 (sampling), or greedy with num_beams > 1; 0: greedy
+    temperature: float = 0.0  # 0: greedy (Hugging Face's default, do_sample=False); > 0: sampling
     top_k: int | None = None  # None: no top-k
     top_p: float | None = None  # None: no top-p
     repetition_penalty: float = 1.0
@@ -103,13 +106,7 @@ class GenerationOptions:
 
     @property
     def sampling(self) -> bool:
-        return self.effective_temperature > 0
-
-    @property
-    def effective_temperature(self) -> float:
-        if self.temperature is None:
-            return 1.0 if self.num_beams == 1 else 0.0
-        return float(self.temperature)
+        return self.temperature > 0
 
     def checked(self, spell=lambda name: name) -> "GenerationOptions":
         """These options with every value checked (InputError naming `spell(argument)` if not)."""
@@ -129,7 +126,7 @@ class GenerationOptions:
             if not is_int(value) or value < low:
                 fail(name, f"an integer >= {low}", value)
         t = self.temperature
-        if t is not None and (not is_number(t) or t < 0):
+        if not is_number(t) or t < 0:
             fail("temperature", "a number >= 0 (0 is greedy)", t)
         if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
             fail("top_k", "an integer >= 1 (leave it out to keep every token)", self.top_k)
@@ -150,13 +147,16 @@ class GenerationOptions:
         stop_ids = (self.stop_token_ids,) if is_int(self.stop_token_ids) else tuple(self.stop_token_ids or ())
         if not all(is_int(i) and i >= 0 for i in stop_ids):
             fail("stop_token_ids", "token ids (integers >= 0)", self.stop_token_ids)
-        if self.num_beams > 1:
-            if self.sampling:
-                raise InputError(f"beam search is deterministic: {spell('temperature')} must be 0 or left out "
-                                 f"with {spell('num_beams')} > 1 (beam sampling is not supported)")
-            for name in ("top_k", "top_p"):
-                if getattr(self, name) is not None:
+        if self.num_beams > 1 and self.sampling:
+            raise InputError(f"beam search is deterministic: {spell('temperature')} must be 0 with "
+                             f"{spell('num_beams')} > 1 (beam sampling is not supported)")
+        for name in ("top_k", "top_p"):
+            if getattr(self, name) is not None and not self.sampling:
+                if self.num_beams > 1:
                     raise InputError(f"{spell(name)} applies to sampling, not to beam search ({spell('num_beams')} > 1)")
+                raise InputError(f"{spell(name)} applies to sampling: give {spell('temperature')} > 0 "
+                                 "(0 is greedy decoding)")
+        if self.num_beams > 1:
             if self.num_return_sequences > self.num_beams:
                 raise InputError(f"{spell('num_return_sequences')}={self.num_return_sequences} is more than "
                                  f"{spell('num_beams')}={self.num_beams}: beam search returns at most one sequence per beam")
@@ -423,7 +423,7 @@ class SamplingSearch:
             logits, [seq.seen() for seq in active], n_new=len(active[0].token_ids),
             repetition_penalty=o.repetition_penalty, no_repeat_ngram_size=o.no_repeat_ngram_size,
             min_new_tokens=o.min_new_tokens, end_ids=self.end_ids,
-            temperature=o.effective_temperature, top_k=o.top_k, top_p=o.top_p,
+            temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
         )  # [B, V]
         if o.sampling:
             tokens = sample_choice(scores, [seq.generator for seq in active])
@@ -640,7 +640,7 @@ def generate(model, prompt, **options):
 
     prompt: a string, token ids (list of ints), or a batch: a list of strings or of token-id lists.
     Options (Hugging Face's names; see GenerationOptions and README.md, "Generating text"):
-      max_new_tokens=50, temperature=None (1.0; 0 is greedy; beam search is greedy), top_k=None,
+      max_new_tokens=50, temperature=0.0 (greedy; > 0 samples), top_k=None,
       top_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0, seed=None,
       stop=() (strings), stop_token_ids=(), stop_at_eos=True, num_return_sequences=1,
       num_beams=1, length_penalty=1.0, early_stopping=False, bos=False.

@@ -132,13 +132,14 @@ def test_greedy_in_a_padded_batch_equals_alone(tiny_model):
 
 
 def test_several_samples_per_prompt_and_prompts_per_batch(tiny_model):
-    results = tiny_model.generate(["ROMEO:", "KING:\nWhat say you"], max_new_tokens=8, seed=3, num_return_sequences=3)
+    sample = {"temperature": 1.0, "seed": 3, "max_new_tokens": 8}
+    results = tiny_model.generate(["ROMEO:", "KING:\nWhat say you"], num_return_sequences=3, **sample)
     assert len(results) == 6 and all(len(r.token_ids) <= 8 for r in results)
     # prompt-major: results 0..2 are samples 0..2 of "ROMEO:"; sample 0 is the single sample
-    assert results[0].token_ids == tiny_model.generate("ROMEO:", max_new_tokens=8, seed=3).token_ids
-    assert results[3].token_ids == tiny_model.generate("KING:\nWhat say you", max_new_tokens=8, seed=3).token_ids
-    assert results[4].token_ids == tiny_model.generate(["KING:\nWhat say you"], max_new_tokens=8, seed=3,
-                                                       num_return_sequences=2)[1].token_ids
+    assert results[0].token_ids == tiny_model.generate("ROMEO:", **sample).token_ids
+    assert results[3].token_ids == tiny_model.generate("KING:\nWhat say you", **sample).token_ids
+    assert results[4].token_ids == tiny_model.generate(["KING:\nWhat say you"], num_return_sequences=2,
+                                                       **sample)[1].token_ids
     assert len({tuple(r.token_ids) for r in results[:3]}) > 1  # different streams, different samples
 
 
@@ -168,7 +169,7 @@ def test_a_prompt_samples_the_same_alone_and_in_a_batch(tiny_model):
 
 def test_top_k_1_is_greedy(tiny_model):
     greedy = tiny_model.generate("ROMEO:", max_new_tokens=20, temperature=0)
-    assert tiny_model.generate("ROMEO:", max_new_tokens=20, top_k=1, seed=5).token_ids == greedy.token_ids
+    assert tiny_model.generate("ROMEO:", max_new_tokens=20, temperature=1.0, top_k=1, seed=5).token_ids == greedy.token_ids
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +281,8 @@ def test_beam_results_report_how_they_ended(tiny_model):
     ({"stop": [""]}, "stop must be non-empty strings"),
     ({"early_stopping": "sometimes"}, "early_stopping must be"),
     ({"num_beams": 2, "temperature": 0.7}, "beam search is deterministic"),
+    ({"top_k": 5}, "top_k applies to sampling: give temperature > 0"),
+    ({"temperature": None}, "temperature must be a number >= 0"),
     ({"num_beams": 2, "top_p": 0.9}, "top_p applies to sampling"),
     ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences=3 is more than num_beams=2"),
     ({"temperature": 0, "num_return_sequences": 2}, "needs sampling"),
@@ -326,8 +329,8 @@ def test_prompt_and_max_new_tokens_may_fill_the_context_exactly(tiny_model):
         tiny_model.generate(ids, max_new_tokens=7)
 
 
-def test_default_is_sampling_at_temperature_1(tiny_model):
-    a = tiny_model.generate("ROMEO:", max_new_tokens=10, seed=8)
-    assert a.token_ids == tiny_model.generate("ROMEO:", max_new_tokens=10, seed=8, temperature=1.0).token_ids
-    assert len(a.token_ids) == 10 or a.finish_reason == "eos"
+def test_default_is_greedy_as_in_hf(tiny_model):
+    greedy = tiny_model.generate("ROMEO:", max_new_tokens=10, temperature=0)
+    assert tiny_model.generate("ROMEO:", max_new_tokens=10).token_ids == greedy.token_ids
+    assert tiny_model.generate("ROMEO:", max_new_tokens=10, seed=8).token_ids == greedy.token_ids  # no draw to seed
 

@@ -49,7 +49,7 @@ def test_options_reach_the_api(tiny_model_dir, tiny_model):
 def test_batch_size_gives_that_many_samples(tiny_model_dir, tiny_model):
     lines = json_lines(gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "8", "--seed", "2", "-b", "3", "--json",
                             text=True))
-    expected = tiny_model.generate("ROMEO:", max_new_tokens=8, seed=2, num_return_sequences=3)
+    expected = tiny_model.generate("ROMEO:", max_new_tokens=8, temperature=1.0, seed=2, num_return_sequences=3)
     assert lines == [r.to_dict() for r in expected]
     plain = gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "8", "--seed", "2", "-b", "3", text=True)
     assert plain.stdout.count("--- ") == 3 and plain.stdout.count("ROMEO:") == 3
@@ -70,7 +70,7 @@ def test_streamed_and_plain_output_are_the_same(tiny_model_dir, tiny_model):
     streamed, plain = gpt2(*args, "--stream"), gpt2(*args, "--no-stream")
     assert streamed.returncode == plain.returncode == 0
     assert streamed.stdout == plain.stdout  # bytes: prompt + text + newline
-    expected = tiny_model.generate("ROMEO:", max_new_tokens=30, seed=7, stop="\n\n")
+    expected = tiny_model.generate("ROMEO:", max_new_tokens=30, temperature=1.0, seed=7, stop="\n\n")  # the default
     assert streamed.stdout.decode() == "ROMEO:" + expected.text + "\n"
 
 
@@ -115,6 +115,7 @@ def test_r_style_model_names(tmp_path):
     (["--num-beams", "2", "-t", "0.7"], ["beam search is deterministic", "--temperature"]),
     (["--num-beams", "2", "--top-k", "5"], ["--top-k applies to sampling"]),
     (["--num-beams", "2", "-b", "3"], ["--batch-size=3 is more than --num-beams=2"]),
+    (["-t", "0", "--top-p", "0.5"], ["--top-p applies to sampling: give --temperature > 0"]),
     (["--stop", ""], ["--stop must be non-empty strings"]),
     (["--stop-id", "60000"], ["--stop-id: token id 60000 is out of range"]),
     (["--threads", "0"], ["threads must be an integer from 1"]),
