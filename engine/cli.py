@@ -3,6 +3,7 @@
     gpt2 generate "Once upon a time" --model gpt2 --max-new-tokens 40
     gpt2 info gpt2
     gpt2 tokenize "Hello, world!"
+    gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz
 
 Each subcommand is a pair: `add_<name>_parser` declares its arguments, `run_<name>` does the work.
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
@@ -362,12 +363,85 @@ def run_score(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# gpt2 explain (engine/explain.py: saliency, logit lens, attention, neuron factors)
+
+
+def add_explain_parser(subparsers) -> None:
+    from .saliency import DEFAULT_STEPS, METHODS
+
+    p = subparsers.add_parser("explain", help="generate, then look inside: saliency, logit lens, attention, neuron factors")
+    p.add_argument("prompt", help="the prompt")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model directory or published name (default: gpt2)")
+    p.add_argument("--max-new-tokens", "-n", type=int, default=20, help="tokens to generate (default: 20; 0: the prompt alone)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the whole result to FILE (.npz with JSON metadata)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"saliency methods, comma-separated (default: {','.join(METHODS)})")
+    p.add_argument("--of", choices=("logprob", "prob"), default="logprob",
+                   help="attribute the log-probability (default) or the probability (Ecco's choice) of each token")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"integrated-gradients steps (default: {DEFAULT_STEPS})")
+    p.add_argument("--top-k", type=int, default=5, help="logit-lens candidates per layer and position (default: 5)")
+    p.add_argument("--factors", type=int, default=10, help="neuron factors per layer set (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the factorisation's random start (default: 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it is shown only on a terminal anyway)")
+    add_threads_argument(p)
+    p.set_defaults(run=run_explain)
+
+
+def check_explain_options(args) -> None:
+    """Refuse bad --methods, --steps, --factors, --max-new-tokens before the model is loaded, naming the option."""
+    from .errors import InputError
+    from .factors import check_factor_options
+    from .saliency import check_method, check_steps
+
+    checks = [("--methods", None, lambda: [check_method(m) for m in args.methods.split(",")]),
+              ("--steps", "steps", lambda: check_steps(args.steps)),
+              ("--factors", "factors", lambda: check_factor_options(args.factors, 1))]
+    for option, name, check in checks:
+        try:
+            check()
+        except InputError as error:
+            message = str(error)
+            raise GPT2Error(message.replace(f"{name} must", f"{option} must", 1) if name else f"{option}: {message}") from None
+    if args.max_new_tokens < 0:
+        raise GPT2Error(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
+    if args.top_k < 1:
+        raise GPT2Error(f"--top-k must be a positive integer, got {args.top_k}")
+
+
+def run_explain(args) -> int:
+    import os
+    from pathlib import Path
+
+    if args.output is not None:  # refuse an unwritable destination before the long computation
+        directory = Path(args.output).parent
+        if not directory.is_dir():
+            raise GPT2Error(f"--output {args.output}: the directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise GPT2Error(f"--output {args.output}: the directory {directory} is not writable")
+    check_explain_options(args)
+    model = load_model(args.model)
+    if args.top_k > model.config.vocab_size:
+        raise GPT2Error(f"--top-k must be at most the vocabulary size, {model.config.vocab_size}, got {args.top_k}")
+    result = model.explain(
+        args.prompt, max_new_tokens=args.max_new_tokens, methods=args.methods.split(","), of=args.of,
+        steps=args.steps, top_k=args.top_k, factors=args.factors, seed=args.seed,
+        progress=False if args.quiet else None,
+    )
+    print(result.summary())
+    if args.output is not None:
+        path = result.save(args.output)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2", description="GPT-2 inference on the CPU with NumPy and Numba.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_generate_parser, add_info_parser, add_tokenize_parser, add_perplexity_parser, add_score_parser):
+    for add in (add_generate_parser, add_info_parser, add_tokenize_parser, add_perplexity_parser, add_score_parser,
+                add_explain_parser):
         add(subparsers)
     return parser
 

@@ -420,3 +420,52 @@ class GPT2:
     def perplexity(self, text_or_ids, **options) -> float:
         """exp(mean negative log-likelihood per scored token) of a text: `self.score(...).perplexity`."""
         return self.score(text_or_ids, **options).perplexity
+
+    # Looking inside: thin entry points to engine/capture.py, backward.py, saliency.py, lens.py,
+    # factors.py and explain.py.
+
+    def run_with_cache(self, ids, names=None, fwd_hooks=(), **forward_options):
+        """(logits, ActivationCache) of ids [T] or [B, T]: every intermediate by its TransformerLens
+        name, or only `names`; `fwd_hooks` are interventions. See `engine.capture`."""
+        from .capture import run_with_cache
+
+        return run_with_cache(self, ids, names=names, fwd_hooks=fwd_hooks, **forward_options)
+
+    def run_with_hooks(self, ids, fwd_hooks=(), **forward_options):
+        """Logits with interventions, e.g. fwd_hooks=[zero_neurons(1, [5]), zero_heads(0, [2])]."""
+        from .capture import run_with_hooks
+
+        return run_with_hooks(self, ids, fwd_hooks=fwd_hooks, **forward_options)
+
+    def input_gradients(self, ids, target_id, position=-1, of="logprob"):
+        """float32 [T, n_embd]: d(log p or p of target_id at position)/d(token + position embeddings),
+        by the NumPy backward pass of `engine.backward`."""
+        from .backward import input_gradients
+
+        return input_gradients(self, ids, target_id, position=position, of=of)
+
+    def saliency(self, ids, target_id, position=-1, method="grad_x_input", of="logprob", steps=50):
+        """float32 [T] scores of the input tokens, summing to 1; methods gradient, grad_x_input,
+        integrated_gradients, erasure. See `engine.saliency` (and `attribute` for the details)."""
+        from .saliency import saliency
+
+        return saliency(self, ids, target_id, position=position, method=method, of=of, steps=steps)
+
+    def logit_lens(self, ids, top_k=5, targets=None):
+        """Per layer and position: top-k next tokens and the rank of a target. See `engine.lens`."""
+        from .lens import logit_lens
+
+        return logit_lens(self, ids, top_k=top_k, targets=targets)
+
+    def neuron_factors(self, ids, layers=None, factors=10, seed=0, iterations=500):
+        """NMF of the MLP activations over the tokens of ids. See `engine.factors`."""
+        from .factors import neuron_factors
+
+        return neuron_factors(self, ids, layers=layers, factors=factors, seed=seed, iterations=iterations)
+
+    def explain(self, prompt, max_new_tokens=20, **options):
+        """Generate, then gather saliency, logit lens, attention and neuron factors into one
+        `Explanation` (save/load as one .npz file). See `engine.explain`."""
+        from .explain import explain
+
+        return explain(self, prompt, max_new_tokens=max_new_tokens, **options)
