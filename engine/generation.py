@@ -38,7 +38,7 @@ import codecs
 import math
 import numbers
 import secrets
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -63,7 +63,10 @@ class GenerationResult:
     logprobs: one per new token, log p(token) under the model's own distribution (log-softmax of
           the raw logits, before any processor);
     score: beam search only, the hypothesis' score as Hugging Face reports it (`sequences_scores`:
-          sum of the processed log-probabilities / new tokens ** length_penalty).
+          sum of the processed log-probabilities / new tokens ** length_penalty);
+    activations: with generate(capture=...) only, an `engine.capture.ActivationCache` of what the
+          decode computed, position by position: the prompt and every new token but the last
+          (which is never fed back), as `run_with_cache` on those tokens would give.
     """
 
     text: str
@@ -71,9 +74,11 @@ class GenerationResult:
     finish_reason: str
     logprobs: list[float] = field(default_factory=list)
     score: float | None = None
+    activations: object = field(default=None, repr=False, compare=False)  # generate(capture=...) only
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """The plain fields (activations are arrays, not JSON: use `self.activations`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "activations"}
         if self.score is None:
             del d["score"]
         return d
@@ -363,11 +368,12 @@ def end_token_ids(model, options: GenerationOptions) -> list[int]:
     return ends + [i for i in options.stop_token_ids if i not in ends]
 
 
-def prefill(model, prompts: list[list[int]], max_new_tokens: int, copies: int):
+def prefill(model, prompts: list[list[int]], max_new_tokens: int, copies: int, hooks=None):
     """Run the prompts through the model in one left-padded batch and make `copies` rows of each.
 
     Returns the cache ([P * copies] rows, row i * copies + j is copy j of prompt i) and the
-    float32 logits [P * copies, V] of the token after each prompt.
+    float32 logits [P * copies, V] of the token after each prompt. With `hooks` (a capture), the
+    output layer runs at every position, so that `ln_final.hook_normalized` covers them all.
     """
     lengths = np.array([len(p) for p in prompts])  # [P]
     L = int(lengths.max())
@@ -376,7 +382,7 @@ def prefill(model, prompts: list[list[int]], max_new_tokens: int, copies: int):
     for i, p in enumerate(prompts):
         ids[i, padding[i] :] = p
     cache = model.new_cache(len(prompts), max_length=L + max_new_tokens, left_padding=padding)
-    logits = model(ids, cache=cache, logits_to_keep=1)[:, -1]  # [P, V]
+    logits = model(ids, cache=cache, logits_to_keep=None if hooks else 1, hooks=hooks)[:, -1]  # [P, V]
     rows = np.repeat(np.arange(len(prompts)), copies)  # [P * copies]
     cache.select_rows(rows)
     return cache, logits[rows]
@@ -397,11 +403,12 @@ class SamplingSearch:
             for p in prompts for j in range(n)
         ]  # prompt-major: row i * n + j is sample j of prompt i
         self.end_ids = end_token_ids(model, options)
+        self.hooks = None  # passed to every model call (generate(capture=...))
 
     def steps(self):
         """Generate; yields once after every step (each unfinished row has one more token)."""
         o = self.options
-        cache, logits = prefill(self.model, self.prompts, o.max_new_tokens, o.num_return_sequences)  # [B, V]
+        cache, logits = prefill(self.model, self.prompts, o.max_new_tokens, o.num_return_sequences, self.hooks)  # [B, V]
         active = list(self.sequences)  # the rows of the cache, in order
         while True:
             tokens, logprobs = self.choose(active, logits)  # [B], [B]
@@ -415,7 +422,7 @@ class SamplingSearch:
                 cache.select_rows(unfinished)
                 active = [active[i] for i in unfinished]
                 tokens = tokens[unfinished]
-            logits = self.model(tokens[:, None], cache=cache)[:, -1]  # [B, V], one step through the cache
+            logits = self.model(tokens[:, None], cache=cache, hooks=self.hooks)[:, -1]  # [B, V], one step through the cache
 
     def choose(self, active, logits):  # logits [B, V] -> tokens int64 [B], logprobs float32 [B]
         o = self.options
@@ -635,7 +642,13 @@ def make_search(model, prompt, options: dict, spell=lambda name: name):
     return search, single
 
 
-def generate(model, prompt, **options):
+def single_sequence(search, single: bool, what: str) -> None:
+    """Refuse a search that makes more than one sequence (for stream() and capture=)."""
+    if not single or not isinstance(search, SamplingSearch) or len(search.sequences) != 1:
+        raise InputError(f"{what} takes one prompt and makes one sequence (no num_return_sequences > 1, no beams)")
+
+
+def generate(model, prompt, *, capture=None, **options):
     """Continue `prompt` by up to `max_new_tokens` tokens.
 
     prompt: a string, token ids (list of ints), or a batch: a list of strings or of token-id lists.
@@ -646,11 +659,23 @@ def generate(model, prompt, **options):
       num_beams=1, length_penalty=1.0, early_stopping=False, bos=False.
     Returns a GenerationResult for a single prompt with num_return_sequences=1, otherwise a list
     of them, prompt-major (the num_return_sequences results of prompt 0 first).
+    capture: True (every intermediate) or names as `run_with_cache` takes them: the result's
+      `activations` hold what the decode computed (one prompt, one sequence; attention then takes
+      the NumPy reference path, which materialises the probabilities).
     """
     search, single = make_search(model, prompt, options)
+    recorder = None
+    if capture is not None and capture is not False:
+        from .capture import StepwiseCapture
+
+        single_sequence(search, single, "capture=")
+        recorder = StepwiseCapture(model.config, names=None if capture is True else capture)
+        search.hooks = recorder.hooks
     for _ in search.steps():
         pass
     results = search.results()
+    if recorder is not None:
+        results[0].activations = recorder.cache()
     return results[0] if single and len(results) == 1 else results
 
 
@@ -685,6 +710,5 @@ class GenerationStream:
 def stream(model, prompt, **options) -> GenerationStream:
     """Like `generate`, for one prompt and one sample without beams, as an iterator of text pieces."""
     search, single = make_search(model, prompt, options)
-    if not single or not isinstance(search, SamplingSearch) or len(search.sequences) != 1:
-        raise InputError("stream() takes one prompt and makes one sequence (no num_return_sequences > 1, no beams)")
+    single_sequence(search, single, "stream()")
     return GenerationStream(search)
