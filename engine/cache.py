@@ -59,3 +59,24 @@ class KVCache:
 
     def room(self) -> int:
         return self.max_length - self.length
+
+    def select_rows(self, rows) -> None:
+        """Make row i of the cache a copy of the current row rows[i], for every i.
+
+        rows: ints [B'] in [0, B): rows may repeat (several samples or beams of one prompt), be
+        left out (finished sequences) or change places (beam search). Only the slots written so
+        far are copied. The identity leaves everything as it is.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.shape == (self.batch_size,) and (rows == np.arange(self.batch_size)).all():
+            return
+        written = self.length
+        kept_keys = self.keys[:, rows, :, :written]  # [L, B', H, length, D], a copy
+        kept_values = self.values[:, rows, :, :written]
+        if rows.shape != (self.batch_size,):  # a new batch size: new blocks
+            shape = (self.keys.shape[0], rows.size, *self.keys.shape[2:])
+            self.keys = np.zeros(shape, dtype=np.float32)
+            self.values = np.zeros(shape, dtype=np.float32)
+        self.keys[:, :, :, :written] = kept_keys
+        self.values[:, :, :, :written] = kept_values
+        self.left_padding = self.left_padding[rows]

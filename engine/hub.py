@@ -1,7 +1,8 @@
 """Turn a model argument into a directory: a local path, or a published name through the
 Hugging Face cache.
 
-A published name ("gpt2", "gpt2-medium", "openai-community/gpt2-large", "distilgpt2", ...) is looked
+A published name ("gpt2", "gpt2-medium", "openai-community/gpt2-large", "distilgpt2", ..., or a size
+as the R gpt2 package names them, "124M", "355M", "774M", "1558M") is looked
 up first in the standard Hugging Face cache on disk (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 `~/.cache/huggingface/hub`), under both the repository's current id and its old short id, so a model
 that any Hugging Face tool already downloaded is reused. Only then is it downloaded into that cache
@@ -24,6 +25,10 @@ PUBLISHED = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
+# The sizes by parameter count, as OpenAI's release and the R gpt2 package name them (117M and 345M
+# are OpenAI's first names for 124M and 355M).
+SIZE_ALIASES = {"124M": "gpt2", "117M": "gpt2", "355M": "gpt2-medium", "345M": "gpt2-medium",
+                "774M": "gpt2-large", "1558M": "gpt2-xl"}
 # The files a model needs (the weights in one file or in shards).
 NEEDED_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
                 "vocab.json", "merges.txt", "generation_config.json"]
@@ -79,9 +84,11 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
     if looks_like_path:
         raise ModelNotFoundError(f"{text}: no such model directory")
+    text = SIZE_ALIASES.get(text, text)
     if "/" not in text and text not in PUBLISHED:
         raise ModelNotFoundError(
-            f"unknown model {text!r}: not a directory, and not a published name ({', '.join(PUBLISHED)})"
+            f"unknown model {text!r}: not a directory, and not a published name "
+            f"({', '.join(PUBLISHED)}, or {'/'.join(k for k in SIZE_ALIASES if k not in ('117M', '345M'))})"
         )
 
     cache_dir = hf_cache_dir()

@@ -395,11 +395,19 @@ class GPT2:
             )
         self._check_context(cache.length + T, cache.left_padding)
 
-    def generate(self, prompt, max_new_tokens: int = 32, **options):
-        """Continue a prompt; see `engine.generation.generate` for the options."""
+    def generate(self, prompt, **options):
+        """Continue a prompt (or a batch): a GenerationResult with text, token_ids, finish_reason and
+        logprobs (a list of them for a batch); see `engine.generation.generate` for the options."""
         from .generation import generate
 
-        return generate(self, prompt, max_new_tokens=max_new_tokens, **options)
+        return generate(self, prompt, **options)
+
+    def stream(self, prompt, **options):
+        """Continue one prompt, yielding the new text piece by piece (never splitting a character);
+        see `engine.generation.stream`."""
+        from .generation import stream
+
+        return stream(self, prompt, **options)
 
     def score(self, text_or_ids, *, bos: bool = False, **options):
         """Per-token log-probabilities of a text (str) or token ids, with a sliding window past the

@@ -153,6 +153,30 @@ def test_capture_through_the_cache_is_what_generation_computes(tiny_model):
     assert [int(i) for i in step_logits[len(prompt) - 1 :].argmax(-1)] == new_ids
 
 
+def test_generate_captures_what_its_decode_computed(tiny_model):
+    """generate(capture=...) records every call of its own decode: the same activations as one
+    run over the prompt and every new token but the last, and the same tokens as without capture."""
+    prompt = tiny_model.tokenizer.encode("KING: Now")
+    plain = tiny_model.generate(prompt, max_new_tokens=5)
+    names = ["blocks.0.hook_resid_pre", "blocks.3.attn.hook_pattern", "blocks.2.mlp.hook_post", "ln_final.hook_normalized"]
+    captured = tiny_model.generate(prompt, max_new_tokens=5, capture=names)
+    assert captured.token_ids == plain.token_ids and captured.text == plain.text
+    assert "activations" not in captured.to_dict()
+    ids = prompt + captured.token_ids[:-1]  # the last new token is never fed back
+    _, whole = tiny_model.run_with_cache(ids, names=names)
+    assert list(captured.activations) == list(whole)
+    for name in names:
+        assert captured.activations[name].shape == whole[name].shape, name
+        assert captured.activations[name].dtype == np.float32
+        np.testing.assert_allclose(captured.activations[name], whole[name], rtol=0, atol=1e-4)
+    everything = tiny_model.generate(prompt, max_new_tokens=2, capture=True).activations
+    assert set(everything) == set(hook_names(tiny_model.config))
+    with pytest.raises(InputError, match="capture= takes one prompt"):
+        tiny_model.generate(prompt, max_new_tokens=2, num_beams=2, capture=True)
+    with pytest.raises(InputError, match="capture= takes one prompt"):
+        tiny_model.generate(["A", "B"], max_new_tokens=2, capture=True)
+
+
 def test_stepwise_capture_of_a_batch_with_left_padding(tiny_model):
     rows = [[5, 9, 300, 12], [0, 0, 40, 41]]  # row 1: two padding slots, then two tokens
     capture = StepwiseCapture(tiny_model.config, names=[("pattern", 0), ("resid_post", 1)], batched=True)

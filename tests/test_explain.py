@@ -124,7 +124,7 @@ def test_prompt_alone_and_options(tiny_model):
         tiny_model.explain("To be", max_new_tokens=-1)
     with pytest.raises(InputError, match="the prompt is empty"):
         tiny_model.explain("", max_new_tokens=1)
-    with pytest.raises(InputError, match="exceeds the context"):
+    with pytest.raises(InputError, match="would pass the context of 256 tokens"):
         tiny_model.explain("To be", max_new_tokens=300)
 
 
@@ -153,7 +153,7 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
     (["--top-k", "0"], "--top-k must be a positive integer"),
     (["-n", "-2"], "--max-new-tokens must be 0 or more"),
     (["--output", "/nonexistent-dir/r.npz"], "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist"),
-    (["-n", "400"], "exceeds the context of 256 tokens"),
+    (["-n", "400"], "max_new_tokens=400 would pass the context of 256 tokens"),
 ])
 def test_cli_errors(tiny_model_dir, args, message):
     assert_user_error(gpt2("explain", "ROMEO:", "--model", tiny_model_dir, *args), message)

@@ -1,0 +1,234 @@
+"""Logits processors and the choice of the next token.
+
+Each processor is a small function from scores to scores: float32 [B, V] in (one row per sequence
+being generated), float32 [B, V] out, a new array. A token a processor rules out gets -inf. They
+have the semantics of Hugging Face's processors of the same purpose, so that results can be
+compared token for token, with one deliberate difference (top-k, see `top_k_filter`):
+
+    repetition_penalty_filter   RepetitionPenaltyLogitsProcessor
+    no_repeat_ngram_filter      NoRepeatNGramLogitsProcessor
+    min_new_tokens_filter       MinNewTokensLengthLogitsProcessor
+    apply_temperature           TemperatureLogitsWarper
+    top_k_filter                TopKLogitsWarper (exactly k survive here; ties broken by token id)
+    top_p_filter                TopPLogitsWarper
+
+`process_scores` applies them in the order Hugging Face's `generate()` does
+(`GenerationMixin._get_logits_processor`): the three that shape any search first, then, only
+when sampling, temperature, top-k and top-p.
+
+Choosing: `greedy_choice` takes the highest score (the lowest token id among equal scores, as
+np.argmax and torch.argmax do); `sample_choice` draws from softmax(scores) with one random
+generator per row, by inverse CDF over the float32 probabilities in token-id order, so a row's
+draw depends only on its own scores and its own generator.
+
+Legend: B = rows, V = vocab_size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .model import softmax
+
+NEG_INF = np.float32(-np.inf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Processors that shape every search (greedy, sampling, beams)
+
+
+def repetition_penalty_filter(scores, histories, penalty: float):  # [B, V] -> [B, V]
+    """Make the tokens already in each row's sequence less likely (CTRL, Keskar et al. 2019).
+
+    histories[b]: the token ids row b has seen (its prompt without padding, then what it has
+    generated). Each distinct one is penalised once: a negative score is multiplied by `penalty`,
+    a positive one divided by it, so penalty > 1 always lowers it (< 1 raises it).
+    """
+    out = scores.copy()
+    factor = np.float32(penalty)
+    for b, history in enumerate(histories):
+        seen = np.unique(np.asarray(history, dtype=np.int64))  # [n] distinct ids
+        values = out[b, seen]
+        out[b, seen] = np.where(values < 0, values * factor, values / factor)
+    return out
+
+
+def no_repeat_ngram_filter(scores, histories, ngram_size: int):  # [B, V] -> [B, V]
+    """Forbid every token that would complete an n-gram already in the row's sequence.
+
+    The last n-1 tokens of histories[b] are matched against every n-gram of histories[b]; where
+    an n-gram starts with them, its last token is ruled out. (n = 1 rules out every seen token.)
+    """
+    out = scores.copy()
+    for b, history in enumerate(histories):
+        history = np.asarray(history, dtype=np.int64)  # [n_b]
+        if history.size < ngram_size:
+            continue
+        ngrams = sliding_window_view(history, ngram_size)  # [n_b - ngram_size + 1, ngram_size]
+        suffix = history[history.size - ngram_size + 1 :]  # [ngram_size - 1]
+        completes = (ngrams[:, :-1] == suffix).all(axis=1)  # [n_b - ngram_size + 1]
+        out[b, ngrams[completes, -1]] = NEG_INF
+    return out
+
+
+def min_new_tokens_filter(scores, n_new: int, min_new_tokens: int, end_ids):  # [B, V] -> [B, V]
+    """Forbid the end tokens (end-of-text, stop ids) while fewer than `min_new_tokens` are generated."""
+    out = scores.copy()
+    if n_new < min_new_tokens and len(end_ids):
+        out[:, np.asarray(end_ids, dtype=np.int64)] = NEG_INF
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Processors for sampling only
+
+
+def apply_temperature(scores, temperature: float):  # [B, V] -> [B, V]
+    """Divide by the temperature (> 0): below 1 sharpens the distribution, above 1 flattens it."""
+    return scores / np.float32(temperature)
+
+
+def top_k_mask(scores, k):  # [B, V] -> bool [B, V]
+    """True for exactly k tokens per row: the highest scores; among tokens tied with the k-th
+    highest score, the lowest token ids. `k` is an int or one int per row. Tokens already ruled
+    out (-inf) are never kept, so a row with fewer than k others keeps just those."""
+    B, V = scores.shape
+    ks = np.broadcast_to(np.asarray(k, dtype=np.int64), (B,))
+    keep = np.zeros((B, V), dtype=bool)
+    for b in range(B):
+        # Only tokens not ruled out yet compete (np.partition is slow on long runs of -inf).
+        candidates = np.flatnonzero(scores[b] > NEG_INF)  # [n] ids, increasing
+        values = scores[b, candidates]  # [n]
+        n = candidates.size
+        if ks[b] >= n:
+            keep[b, candidates] = True
+            continue
+        kth_value = np.partition(values, n - ks[b])[n - ks[b]]  # the k-th highest, in O(n)
+        above = values > kth_value  # [n]
+        tied = values == kth_value  # [n]
+        room = ks[b] - np.count_nonzero(above)  # how many of the tied tokens fit
+        keep[b, candidates[above | (tied & (np.cumsum(tied) <= room))]] = True
+    return keep
+
+
+def top_k_filter(scores, k: int):  # [B, V] -> [B, V]
+    """Keep the k highest scores of each row, rule out the rest.
+
+    Exactly k tokens survive: among tokens tied with the k-th highest score, those with the lowest
+    ids are kept. (Hugging Face's TopKLogitsWarper keeps every token tied with the k-th score, so
+    it can keep more than k; without ties at the k-th score the two agree.)
+    """
+    return np.where(top_k_mask(scores, k), scores, NEG_INF)
+
+
+def nucleus_size(probs, top_p: float) -> int:
+    """How many of the most probable tokens it takes for their probability to reach `top_p`.
+
+    probs: float32 [V]. The smallest n with p_(1) + ... + p_(n) >= top_p, where p_(1) >= p_(2) >= ...
+    are the probabilities in decreasing order; at least 1; every token with nonzero probability if
+    the sum never reaches top_p. The most probable tokens are found with np.partition over the 64,
+    512, 4096, ... largest, so a peaked distribution is never fully sorted.
+
+    The running sum is accumulated in float64, as torch's CPU cumsum accumulates float32 in double:
+    a float32 running sum over the tens of thousands of tokens of a flat distribution drifts by
+    1e-4 and would move the boundary by dozens of tokens. It is the only float64 in generation:
+    one vector of at most V partial sums, not model arithmetic.
+    """
+    V = probs.shape[0]
+    m = 64
+    while True:
+        m = min(m, V)
+        largest = np.sort(np.partition(probs, V - m)[V - m :])[::-1]  # [m], decreasing
+        reached = np.flatnonzero(np.cumsum(largest, dtype=np.float64) >= top_p)
+        if reached.size:
+            return int(reached[0]) + 1
+        if m == V:
+            return max(1, int(np.count_nonzero(probs)))
+        m *= 8
+
+
+def top_p_filter(scores, top_p: float):  # [B, V] -> [B, V]
+    """Nucleus filtering (Holtzman et al. 2019): keep the smallest set of most probable tokens
+    whose probability reaches top_p (softmax of this row's scores), at least one token.
+
+    The boundary is Hugging Face's: a token is kept when the tokens more probable than it hold
+    less than top_p, so the token that crosses top_p is kept, and a set that reaches top_p exactly
+    stops there. Which tokens the n kept are is decided by `top_k_mask` (ties at the boundary go
+    to the lowest ids). Hugging Face compares float32 roundings of its cumulative sums (taken
+    from the least probable token up) with 1 - top_p; the two can differ only when a cumulative
+    probability lands within float32 rounding (about 1e-7) of top_p.
+    """
+    if top_p >= 1.0:
+        return scores.copy()
+    probs = softmax(scores)  # [B, V] float32
+    sizes = [nucleus_size(row[row > 0], top_p) for row in probs]  # B ints; ruled-out tokens have 0
+    return np.where(top_k_mask(scores, np.array(sizes)), scores, NEG_INF)
+
+
+# ----------------------------------------------------------------------------------------------
+# All of them, in Hugging Face's order
+
+
+def process_scores(scores, histories, *, n_new: int, repetition_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, end_ids=(),
+                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None):
+    """Apply the processors that are switched on, in the order of Hugging Face's `generate()`.
+
+    scores: float32 [B, V] (logits, or log-probabilities in beam search, as Hugging Face does);
+    histories[b]: the ids of row b's sequence so far (prompt without padding, then new tokens);
+    n_new: tokens generated so far. temperature 0 means greedy: the sampling processors
+    (temperature, top-k, top-p) are skipped, as Hugging Face skips them without do_sample.
+    Returns float32 [B, V].
+    """
+    if repetition_penalty != 1.0:
+        scores = repetition_penalty_filter(scores, histories, repetition_penalty)
+    if no_repeat_ngram_size > 0:
+        scores = no_repeat_ngram_filter(scores, histories, no_repeat_ngram_size)
+    if min_new_tokens > 0:
+        scores = min_new_tokens_filter(scores, n_new, min_new_tokens, end_ids)
+    if temperature > 0:
+        if temperature != 1.0:
+            scores = apply_temperature(scores, temperature)
+        if top_k is not None:
+            scores = top_k_filter(scores, top_k)
+        if top_p is not None and top_p < 1.0:
+            scores = top_p_filter(scores, top_p)
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing the next token
+
+
+def greedy_choice(scores) -> np.ndarray:  # [B, V] -> int64 [B]
+    """The highest-scoring token of each row (the lowest id among equal scores)."""
+    return np.argmax(scores, axis=-1).astype(np.int64)
+
+
+def sample_row(scores_row, generator: np.random.Generator) -> int:
+    """Draw one token id from softmax(scores_row), float32 [V], with one uniform from `generator`.
+
+    Inverse CDF: the cumulative float32 probabilities in token-id order, and the first token whose
+    cumulative probability exceeds u * total, u uniform in [0, 1). A ruled-out token (score -inf,
+    probability 0) never adds to the sum, so it is never drawn.
+    """
+    probs = softmax(scores_row)  # [V]
+    cumulative = np.cumsum(probs)  # [V], float32, summed in order
+    u = generator.random(dtype=np.float32)
+    token = int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+    if token >= probs.shape[0]:  # u * total rounded up to the total: take the last possible token
+        token = int(np.flatnonzero(probs)[-1])
+    return token
+
+
+def sample_choice(scores, generators) -> np.ndarray:  # [B, V] -> int64 [B]
+    """One draw per row, row b from generators[b] (see `sample_row`)."""
+    return np.array([sample_row(row, g) for row, g in zip(scores, generators)], dtype=np.int64)
+
+
+def row_generator(seed: int, sample_index: int) -> np.random.Generator:
+    """The random stream of sample `sample_index` of a prompt: PCG64 seeded from
+    SeedSequence([seed, sample_index]). It does not depend on the other rows of the batch, so a
+    prompt's samples are the same alone or in a batch, and sample 0 of n is the single sample."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, sample_index])))
