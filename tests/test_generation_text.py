@@ -30,7 +30,8 @@ class ScriptedModel:
     def new_cache(self, batch_size=1, max_length=None, left_padding=None):
         return KVCache(1, batch_size, 1, 1, max_length or self.config.n_positions, left_padding)
 
-    def __call__(self, ids, cache=None, *, left_padding=None, logits_to_keep=None):
+    def __call__(self, ids, cache=None, *, left_padding=None, logits_to_keep=None, hooks=None):
+        assert hooks is None  # nothing to capture in a script
         ids = np.asarray(ids)
         B, T = ids.shape
         if cache.length == 0:
