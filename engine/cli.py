@@ -3,7 +3,7 @@
     gpt2 generate "Once upon a time" --model gpt2 --max-new-tokens 40
     gpt2 info gpt2
     gpt2 tokenize "Hello, world!"
-    gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz
+    gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz --html romeo.html
 
 Each subcommand is a pair: `add_<name>_parser` declares its arguments, `run_<name>` does the work.
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
@@ -374,6 +374,8 @@ def add_explain_parser(subparsers) -> None:
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model directory or published name (default: gpt2)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=20, help="tokens to generate (default: 20; 0: the prompt alone)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the whole result to FILE (.npz with JSON metadata)")
+    p.add_argument("--html", metavar="FILE",
+                   help="write an explorable page to FILE: one self-contained HTML file (saliency, neuron factors, logit lens, attention)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"saliency methods, comma-separated (default: {','.join(METHODS)})")
     p.add_argument("--of", choices=("logprob", "prob"), default="logprob",
@@ -412,12 +414,13 @@ def run_explain(args) -> int:
     import os
     from pathlib import Path
 
-    if args.output is not None:  # refuse an unwritable destination before the long computation
-        directory = Path(args.output).parent
-        if not directory.is_dir():
-            raise GPT2Error(f"--output {args.output}: the directory {directory} does not exist")
-        if not os.access(directory, os.W_OK):
-            raise GPT2Error(f"--output {args.output}: the directory {directory} is not writable")
+    for option, destination in (("--output", args.output), ("--html", args.html)):
+        if destination is not None:  # refuse an unwritable destination before the long computation
+            directory = Path(destination).parent
+            if not directory.is_dir():
+                raise GPT2Error(f"{option} {destination}: the directory {directory} does not exist")
+            if not os.access(directory, os.W_OK):
+                raise GPT2Error(f"{option} {destination}: the directory {directory} is not writable")
     check_explain_options(args)
     model = load_model(args.model)
     if args.top_k > model.config.vocab_size:
@@ -431,6 +434,9 @@ def run_explain(args) -> int:
     if args.output is not None:
         path = result.save(args.output)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    if args.html is not None:
+        path = result.save_html(args.html)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes; open it in a browser)")
     return 0
 
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import numpy as np
 from .backward import TARGETS, as_integer, target_forward
 from .errors import InputError
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
+from .files import write_atomically
 from .lens import lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
 
@@ -114,18 +113,7 @@ class Explanation:
             else:
                 metadata[f.name] = value
         arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
-        directory = path.parent if str(path.parent) else Path(".")
-        if not directory.is_dir():
-            raise InputError(f"{path}: the directory {directory} does not exist")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez_compressed(out, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        return path
+        return write_atomically(path, lambda out: np.savez_compressed(out, **arrays))
 
     @classmethod
     def load(cls, path) -> "Explanation":
@@ -185,6 +173,53 @@ class Explanation:
             lines.append(f"integrated gradients ({self.ig_steps} steps): worst completeness gap {gap.max():.2e} "
                          f"(|sum of attributions - output difference|, largest |difference| {np.abs(self.ig_difference).max():.3f})")
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------------------
+    # Showing it: a self-contained HTML page (engine.report), matplotlib figures (engine.plots)
+
+    def to_html(self) -> str:
+        """The explorable page (saliency, neuron factors, logit lens, attention) as one HTML string."""
+        from .report import render_html
+
+        return render_html(self)
+
+    def save_html(self, path) -> Path:
+        """Write the explorable page to `path`: one file, inline CSS and JavaScript, nothing fetched."""
+        from .report import write_html
+
+        return write_html(self, path)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the page in an iframe (srcdoc): no network, no clash with the notebook's CSS."""
+        from .report import notebook_html
+
+        return notebook_html(self)
+
+    def plot_saliency(self, token: int = -1, method: str | None = None, ax=None):
+        """Bars: each earlier token's score for generated token `token` (an index into the generated
+        tokens; -1 = the last). A matplotlib Figure (needs matplotlib: pip install gpt2-engine[plot])."""
+        from .plots import plot_saliency
+
+        return plot_saliency(self, token, method, ax=ax)
+
+    def plot_rankings(self, ax=None):
+        """The rank of each generated token at every layer (the logit lens; 1 = top), as a matplotlib Figure."""
+        from .plots import plot_rankings
+
+        return plot_rankings(self, ax=ax)
+
+    def plot_factors(self, layers=None):
+        """One sparkline per neuron factor over the tokens, for the factor set of `layers` (a layer,
+        or None: all layers side by side), as a matplotlib Figure."""
+        from .plots import plot_factors
+
+        return plot_factors(self, layers)
+
+    def plot_attention(self, layer: int = 0, head: int = 0, ax=None):
+        """The query x key attention of one layer and head (head=None: the mean of the heads), as a matplotlib Figure."""
+        from .plots import plot_attention
+
+        return plot_attention(self, layer, head, ax=ax)
 
     def to_dict(self) -> dict:
         """Everything as JSON-ready Python values (arrays as nested lists)."""

@@ -62,3 +62,27 @@ def small_dir(synthetic):
     from engine.config import GPT2Config
 
     return synthetic("small", GPT2Config(n_layer=2, n_head=4, n_embd=96, n_positions=128))
+
+
+# The explain result the report tests share (tests/test_report*.py): the tiny model, 20 new tokens. Its
+# prompt carries "</script>", "<!--" and other HTML to prove that the page escapes its data.
+REPORT_PROMPT = 'ROMEO: </script><!-- <b>"Is" the day & so young?'
+
+
+@pytest.fixture(scope="session")
+def tiny_explanation(tiny_model):
+    return tiny_model.explain(REPORT_PROMPT, max_new_tokens=20, steps=10, progress=False)
+
+
+@pytest.fixture(scope="session")
+def explained_124M(synthetic):
+    """explain on the 124M shape (synthetic weights), 10 prompt + 20 generated tokens, no saliency
+    (each method costs 1 to 50 backward passes per token), 20 NMF iterations: for the tests of what the result and its
+    page weigh (tests/test_explain.py, tests/test_report.py)."""
+    from engine import GPT2
+    from engine.synthetic import preset_config
+
+    model = GPT2.from_pretrained(synthetic("gpt2-124M-full", preset_config("gpt2")))  # shared with test_parity
+    prompt = [464, 3290, 286, 262, 1578, 286, 3576, 318, 257, 1295]  # 10 tokens
+    return model.explain(prompt, max_new_tokens=20, methods=[], iterations=20, progress=False)  # sizes do not
+    # depend on the NMF's iterations either

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from engine import GPT2, InputError
+from engine import InputError
 from engine.explain import Explanation
 from engine.factors import factorise
 from engine.model import log_softmax
 from engine.saliency import METHODS, attribute_all
-from engine.synthetic import preset_config
 from test_cli import assert_user_error, gpt2
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
@@ -129,14 +128,11 @@ def test_prompt_alone_and_options(tiny_model):
         tiny_model.explain("To be", max_new_tokens=300)
 
 
-def test_result_for_20_tokens_on_the_124M_shape_is_small(synthetic, tmp_path):
+def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_path):
     """The issue-7 page for 20 generated tokens on the 124M shape must stay under 2 MB: the arrays a
     page needs, raw, stay well under that (base64 adds a third). No saliency is computed here, to
     save time: its arrays, 4 methods x 20 x N float32 and erasure's drops, are counted in."""
-    model = GPT2.from_pretrained(synthetic("gpt2-124M-full", preset_config("gpt2")))
-    prompt = [464, 3290, 286, 262, 1578, 286, 3576, 318, 257, 1295]  # 10 tokens
-    e = model.explain(prompt, max_new_tokens=20, methods=[], iterations=20, progress=False)  # sizes do not
-    # depend on the NMF's iterations either
+    e = explained_124M  # conftest: 10 prompt tokens, 20 generated, methods=[], 20 NMF iterations
     N = len(e.token_ids)
     assert N == 30 and e.attention.shape == (12, 12, N, N)
     raw = sum(getattr(e, f).nbytes for f in e.__dataclass_fields__ if isinstance(getattr(e, f), np.ndarray))
