@@ -1,0 +1,135 @@
+"""Matrix products of a few rows against a large weight matrix: decoding's whole cost.
+
+Legend: N = rows of activations (batch x tokens), K = input features, M = output features.
+
+Decoding one token per row multiplies N = 1..8 rows by each weight matrix: every weight is read
+once from memory and used N times, so the speed is the memory's, and the job is to stream the
+weights at full bandwidth. A general matrix multiply (BLAS sgemm) is built for the other case,
+many rows, where it repacks the weights into blocks first; for a handful of rows that repacking is
+extra traffic. These kernels read each weight once, in the order it is stored:
+
+- `linear`: x [N, K] @ weight [K, M] + bias [M], the layout of GPT-2's Conv1D weights. Each thread
+  takes a contiguous band of weight rows (one long sequential read, what hardware prefetchers
+  stream best) and accumulates x[:, k] * weight[k, :] into its own [N, M] partial sums, which are
+  added at the end.
+- `matmul_transposed`: x [N, C] @ table [V, C]^T, the tied output layer (logits from the token
+  embedding matrix, read as stored: no transposed copy). Each thread takes a contiguous band of
+  rows of the table; each output is the dot product of an x row and a table row.
+
+With more rows than `FEW_ROWS` (a prompt) both hand over to NumPy's matmul, whose BLAS is the
+right tool there. `linear_reference` / `matmul_transposed_reference` state the results in NumPy.
+All float32.
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
+PARALLEL_MIN_WEIGHTS = 1 << 16  # smaller matrices: one thread (waking the pool costs more)
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
+
+
+def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K]; weight: float32 [K, M]; bias: float32 [M] -> float32 [N, M]."""
+    return x @ weight + bias
+
+
+def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """x: float32 [N, C]; table: float32 [V, C] -> x @ table.T, float32 [N, V]."""
+    return x @ table.T
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_rows(x, weight, k_begin, k_end, acc):
+    """acc[N, M] += x[:, k] * weight[k, :] for k in [k_begin, k_end)."""
+    N, M = acc.shape
+    for k in range(k_begin, k_end):
+        for n in range(N):
+            xk = x[n, k]
+            for j in range(M):
+                acc[n, j] += xk * weight[k, j]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
+    N, K = x.shape
+    M = weight.shape[1]
+    partial = np.zeros((parts, N, M), dtype=np.float32)  # one [N, M] accumulator per thread
+    for p in prange(parts):
+        _accumulate_rows(x, weight, p * K // parts, (p + 1) * K // parts, partial[p])
+    for n in range(N):
+        for j in range(M):
+            total = bias[j]
+            for p in range(parts):
+                total += partial[p, n, j]
+            out[n, j] = total
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _linear_few_rows_serial(x, weight, bias, out):
+    out[:] = 0
+    _accumulate_rows(x, weight, 0, x.shape[1], out)
+    for n in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[n, j] += bias[j]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dot_rows(x, table, v_begin, v_end, out):
+    """out[:, v] = x @ table[v] for v in [v_begin, v_end)."""
+    N, C = x.shape
+    for v in range(v_begin, v_end):
+        for n in range(N):
+            total = np.float32(0.0)
+            for c in range(C):
+                total += x[n, c] * table[v, c]
+            out[n, v] = total
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C], out [N, V]
+    V = table.shape[0]
+    for p in prange(parts):
+        _dot_rows(x, table, p * V // parts, (p + 1) * V // parts, out)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _matmul_transposed_few_rows_serial(x, table, out):
+    _dot_rows(x, table, 0, table.shape[0], out)
+
+
+def _threads_for(weights: np.ndarray) -> int:
+    return numba.get_num_threads() if weights.size >= PARALLEL_MIN_WEIGHTS else 1
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
+    N = x.shape[0]
+    if N > FEW_ROWS:
+        out = x @ weight  # [N, M], BLAS
+        out += bias
+        return out
+    out = np.empty((N, weight.shape[1]), dtype=np.float32)
+    x = np.ascontiguousarray(x)
+    threads = _threads_for(weight)
+    if threads == 1:
+        _linear_few_rows_serial(x, weight, bias, out)
+    else:
+        _linear_few_rows(x, weight, bias, out, threads)
+    return out
+
+
+def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
+    N = x.shape[0]
+    if N > FEW_ROWS:
+        return x @ table.T  # [N, V]; table.T is a view, and BLAS reads it in place
+    out = np.empty((N, table.shape[0]), dtype=np.float32)
+    x = np.ascontiguousarray(x)
+    threads = _threads_for(table)
+    if threads == 1:
+        _matmul_transposed_few_rows_serial(x, table, out)
+    else:
+        _matmul_transposed_few_rows(x, table, out, threads)
+    return out
