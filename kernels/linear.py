@@ -17,15 +17,23 @@ extra traffic. These kernels read each weight once, in the order it is stored:
   rows of the table; each output is the dot product of an x row and a table row.
 
 With more rows than `FEW_ROWS` (a prompt) both hand over to NumPy's matmul, whose BLAS is the
-right tool there. `linear_reference` / `matmul_transposed_reference` state the results in NumPy.
-All float32.
+right tool there. The engine keeps BLAS itself single-threaded (engine/threads.py) and splits such
+a product into row blocks, one per thread, run by the small Python thread pool here (NumPy
+releases the GIL inside BLAS). Two thread pools that each busy-wait for work, BLAS's and Numba's,
+would otherwise fight over the same cores between calls: on a 2-core machine that made decoding
+~25x slower. The pool's threads sleep on a queue when idle.
+
+`linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
 """
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
+MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
 PARALLEL_MIN_WEIGHTS = 1 << 16  # smaller matrices: one thread (waking the pool costs more)
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
 
@@ -103,14 +111,34 @@ def _threads_for(weights: np.ndarray) -> int:
     return numba.get_num_threads() if weights.size >= PARALLEL_MIN_WEIGHTS else 1
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
+def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = x @ b by single-threaded BLAS calls on row blocks of x, one per engine thread."""
+    global _pool
+    N = x.shape[0]
+    parts = max(1, min(numba.get_num_threads(), N // MIN_BLOCK_ROWS))
+    if parts == 1:
+        np.matmul(x, b, out=out)
+        return
+    if _pool is None or _pool._max_workers < parts - 1:
+        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="gpt2-engine-blas")
+    edges = [p * N // parts for p in range(parts + 1)]
+    pending = [_pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
+    np.matmul(x[: edges[1]], b, out=out[: edges[1]])  # the calling thread takes the first block
+    for job in pending:
+        job.result()
+
+
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
     N = x.shape[0]
+    out = np.empty((N, weight.shape[1]), dtype=np.float32)
     if N > FEW_ROWS:
-        out = x @ weight  # [N, M], BLAS
+        _blas_in_row_blocks(x, weight, out)  # [N, M]
         out += bias
         return out
-    out = np.empty((N, weight.shape[1]), dtype=np.float32)
     x = np.ascontiguousarray(x)
     threads = _threads_for(weight)
     if threads == 1:
@@ -123,9 +151,10 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
 def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
     N = x.shape[0]
-    if N > FEW_ROWS:
-        return x @ table.T  # [N, V]; table.T is a view, and BLAS reads it in place
     out = np.empty((N, table.shape[0]), dtype=np.float32)
+    if N > FEW_ROWS:
+        _blas_in_row_blocks(x, table.T, out)  # table.T is a view: BLAS reads it in place
+        return out
     x = np.ascontiguousarray(x)
     threads = _threads_for(table)
     if threads == 1:
