@@ -32,8 +32,7 @@ def set_threads(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
         raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {n!r}")
     numba.set_num_threads(n)
-    if _blas_limit is None:
-        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")  # every BLAS loaded by now
     _configured = True
 
 

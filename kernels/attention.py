@@ -111,24 +111,42 @@ def _attend_one_head(q, k, v, first, scale, out):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _attention_parallel(q, k, v, key_start, scale, out):
+def _attention_parallel(q, k, v, n_keys, key_start, scale, out):
     B, H, T, D = q.shape
-    S = k.shape[2]
     scale = np.float32(scale)
     for bh in prange(B * H):  # heads are independent: one task each
         b = bh // H
         h = bh % H
-        _attend_one_head(q[b, h], k[b, h], v[b, h], key_start[b], scale, out[b, h])
+        _attend_one_head(q[b, h], k[b, h, :n_keys], v[b, h, :n_keys], key_start[b], scale, out[b, h])
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _attention_serial(q, k, v, key_start, scale, out):
+def _attention_serial(q, k, v, n_keys, key_start, scale, out):
     B, H, T, D = q.shape
-    S = k.shape[2]
     scale = np.float32(scale)
     for b in range(B):
         for h in range(H):
-            _attend_one_head(q[b, h], k[b, h], v[b, h], key_start[b], scale, out[b, h])
+            _attend_one_head(q[b, h], k[b, h, :n_keys], v[b, h, :n_keys], key_start[b], scale, out[b, h])
+
+
+def _c_contiguous_parent(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous [B, H, M, D] array whose first S slots are `a` [B, H, S, D] (M >= S).
+
+    The cache hands attention views of its first S slots out of M allocated ones. Numba compiles
+    such a view as an array of any layout, and then cannot prove that a row of D values is
+    contiguous, so the loops over D stay scalar: 3x slower. The whole allocated block is
+    C-contiguous, so the kernel is given that (and S): same memory, no copy. Other layouts are
+    copied.
+    """
+    B, H, S, D = a.shape
+    item = a.itemsize
+    row, head, batch = a.strides[2], a.strides[1], a.strides[0]
+    if a.flags.c_contiguous:
+        return a
+    if a.strides[3] == item and row == D * item and head % row == 0 and head // row >= S and (B == 1 or batch == H * head):
+        M = head // row
+        return np.lib.stride_tricks.as_strided(a, shape=(B, H, M, D), strides=(H * head, head, row, item))
+    return np.ascontiguousarray(a)
 
 
 def causal_attention(q, k, v, key_start, scale, out=None):
@@ -136,6 +154,8 @@ def causal_attention(q, k, v, key_start, scale, out=None):
     if out is None:
         out = np.empty(q.shape, dtype=np.float32)
     B, H, T, D = q.shape
-    kernel = _attention_parallel if B * H * T * k.shape[2] * D >= PARALLEL_MIN_WORK else _attention_serial
-    kernel(q, k, v, np.asarray(key_start, dtype=np.int64), float(scale), out)
+    S = k.shape[2]
+    kernel = _attention_parallel if B * H * T * S * D >= PARALLEL_MIN_WORK else _attention_serial
+    q = np.ascontiguousarray(q)  # one compiled layout (decode steps give C, prompts strided views)
+    kernel(q, _c_contiguous_parent(k), _c_contiguous_parent(v), S, np.asarray(key_start, dtype=np.int64), float(scale), out)
     return out

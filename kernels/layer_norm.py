@@ -52,7 +52,9 @@ def _layer_norm_parallel(x, weight, bias, eps, out):  # x, out: float32 [N, C]
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     """Numba LayerNorm, same arguments and result as `layer_norm_reference` (float32 throughout)."""
-    rows = x.reshape(-1, x.shape[-1])  # [N, C]; a view whenever x's rows are evenly spaced
+    # [N, C]; copied only if x's rows are not one contiguous block (x[:, -k:] of a batch): one
+    # compiled layout, and those are a few rows
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
     out = np.empty(rows.shape, dtype=np.float32)
     kernel = _layer_norm_parallel if rows.shape[0] >= PARALLEL_MIN_ROWS else _layer_norm_serial
     kernel(rows, weight, bias, np.float32(eps), out)
