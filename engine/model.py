@@ -315,9 +315,15 @@ class GPT2:
         threads_from_environment()
         model_dir = resolve_model_dir(name_or_path, local_files_only=local_files_only)
         config = GPT2Config.from_json(model_dir / "config.json")
-        state = load_state_dict(model_dir, parameter_shapes(config), config)
-        weights = weights_from_state_dict(state, config)
-        return cls(config, weights, load_tokenizer(model_dir, config.vocab_size), source=str(model_dir))
+        # Load (or compile) the kernels on another thread while the weights are read: start-up.
+        kernels_ready = kernels.KernelWarmUp()
+        try:
+            state = load_state_dict(model_dir, parameter_shapes(config), config)
+            weights = weights_from_state_dict(state, config)
+            tokenizer = load_tokenizer(model_dir, config.vocab_size)
+        finally:
+            kernels_ready.wait()
+        return cls(config, weights, tokenizer, source=str(model_dir))
 
     def num_parameters(self) -> int:
         """Distinct parameters (the tied output layer is counted once, as Hugging Face does)."""
