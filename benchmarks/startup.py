@@ -60,10 +60,10 @@ def run_torch(model_dir: str, threads: int, prompt_len: int, new_tokens: int) ->
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         next_ids = out.logits[:, -1].argmax(dim=-1)
         emit("first_token", token=int(next_ids[0]), imported=imported, loaded=loaded)
-        past = out.past_key_values
+        past = out.cache
         for _ in range(new_tokens - 1):
-            out = model(input_ids=next_ids[:, None], past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=next_ids[:, None], cache=past, use_cache=True)
+            past = out.cache
             next_ids = out.logits[:, -1].argmax(dim=-1)
     emit("done", peak_kib=resident_kib("VmHWM"), rss_kib=resident_kib("VmRSS"))
 

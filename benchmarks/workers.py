@@ -12,8 +12,9 @@ What each side runs, for a prompt of P random token ids per row and N new tokens
   (the prefill), then N - 1 steps `model(next_ids[:, None], cache=cache)`, greedy (argmax).
 - torch: Hugging Face `GPT2LMHeadModel` (float32, its default attention, "sdpa"), under
   `torch.inference_mode()`: `model(prompt, use_cache=True, logits_to_keep=1)`, then N - 1 steps
-  `model(next_ids[:, None], past_key_values=past, use_cache=True)`, greedy (argmax). Also
-  `model.generate(...)` itself (greedy, exactly N new tokens), timed separately.
+  `model(next_ids[:, None], cache=past, use_cache=True)` (`cache` is transformers 5's new name
+  for `past_key_values`), greedy (argmax). Also `model.generate(...)` itself (greedy, exactly N
+  new tokens), timed separately: decode per token = (time for N tokens - time for 1) / (N - 1).
 
 Times come from `time.perf_counter()` around the calls, nothing else inside the loops.
 """
@@ -126,10 +127,10 @@ class TorchSide:
             tokens[:, 0] = next_ids
             if gaps:
                 top2_gaps.append(self._gap(out.logits[:, -1]))
-            past = out.past_key_values
+            past = out.cache
             for step in range(1, new_tokens):
-                out = self.model(input_ids=next_ids[:, None], past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=next_ids[:, None], cache=past, use_cache=True)
+                past = out.cache
                 next_ids = out.logits[:, -1].argmax(dim=-1)
                 tokens[:, step] = next_ids
                 if gaps:

@@ -12,8 +12,9 @@ Legend, as in llm.c:
 
 Parameters keep the checkpoint's own names (wte, wpe, h[i].ln_1, h[i].attn.c_attn, ...) and its
 layout: linear weights are stored [in, out] (OpenAI's "Conv1D"), so `x @ weight` needs no transpose.
-Everything is float32; the two hot loops (attention, GELU) run as Numba kernels from `kernels/`,
-each kept beside a NumPy reference.
+Everything is float32. The arithmetic of each layer is here; where a loop is hot (LayerNorm,
+the matrix products of decoding, attention, GELU) the function calls a Numba kernel from
+`kernels/`, each kept beside the NumPy reference that states what it computes.
 
 Every intermediate has a name, the one TransformerLens gives it (`hook_embed`,
 `blocks.{i}.hook_resid_post`, `blocks.{i}.attn.hook_pattern`, ...). Pass `hooks`, a function
