@@ -54,22 +54,27 @@ def _attend_one_head(q, k, v, first, scale, out):
     vectorises), then the probability-weighted sum of the values. Each is a plain loop that LLVM
     turns into SIMD instructions; scores and values are taken four keys at a time so each load of
     q, or of the accumulator, serves four keys. The scratch arrays are allocated here, so the
-    compiler knows they alias nothing else (which it must know to vectorise).
+    compiler knows they alias nothing else (which it must know to vectorise), and the keys are
+    renumbered from the first visible one so every loop starts at 0 (a loop starting at a
+    run-time offset measured 35% slower).
     """
     T, D = q.shape
+    k = k[first:]  # [S - first, D]: the keys a query may see, renumbered from 0
+    v = v[first:]
     S = k.shape[0]
     scores = np.empty(S, dtype=np.float32)  # this query's scores, then its probabilities
     q_scaled = np.empty(D, dtype=np.float32)
     acc = np.empty(D, dtype=np.float32)
     for t in range(T):
-        last = S - T + t  # this query's own slot: the last key it may see
-        if last < first:  # a padding query: nothing to attend to
+        n = S - T + t + 1  # keys this query sees: up to its own slot
+        if n <= 0:  # a padding query: nothing to attend to
             out[t, :] = np.float32(0.0)
             continue
         for d in range(D):
             q_scaled[d] = q[t, d] * scale
-        s = first  # scores of the visible keys [first, last]
-        while s + 4 <= last + 1:
+        row_max = np.float32(-3.0e38)  # (kept as the scores are made: a separate pass would not vectorise)
+        s = 0  # scores of the visible keys
+        while s + 4 <= n:
             dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
             for d in range(D):
                 qd = q_scaled[d]
@@ -78,29 +83,28 @@ def _attend_one_head(q, k, v, first, scale, out):
                 dot2 += qd * k[s + 2, d]
                 dot3 += qd * k[s + 3, d]
             scores[s], scores[s + 1], scores[s + 2], scores[s + 3] = dot0, dot1, dot2, dot3
+            row_max = max(row_max, max(max(dot0, dot1), max(dot2, dot3)))
             s += 4
-        while s <= last:
+        while s < n:
             dot = np.float32(0.0)
             for d in range(D):
                 dot += q_scaled[d] * k[s, d]
             scores[s] = dot
+            row_max = max(row_max, dot)
             s += 1
-        row_max = np.float32(-3.0e38)
-        for s in range(first, last + 1):
-            row_max = max(row_max, scores[s])
         total = np.float32(0.0)
-        for s in range(first, last + 1):  # softmax numerators (stable: minus the row maximum)
+        for s in range(n):  # softmax numerators (stable: minus the row maximum)
             e = exp_f32(scores[s] - row_max)
             scores[s] = e
             total += e
         acc[:] = np.float32(0.0)
-        s = first  # the weighted sum of the values
-        while s + 4 <= last + 1:
+        s = 0  # the weighted sum of the values
+        while s + 4 <= n:
             w0, w1, w2, w3 = scores[s], scores[s + 1], scores[s + 2], scores[s + 3]
             for d in range(D):
                 acc[d] += w0 * v[s, d] + w1 * v[s + 1, d] + w2 * v[s + 2, d] + w3 * v[s + 3, d]
             s += 4
-        while s <= last:
+        while s < n:
             w = scores[s]
             for d in range(D):
                 acc[d] += w * v[s, d]
