@@ -9,6 +9,7 @@ one setting controlling every thread.
 """
 
 import importlib
+import tracemalloc
 
 import numba
 import numpy as np
@@ -19,6 +20,7 @@ from threadpoolctl import threadpool_info
 
 import kernels
 from engine import GPT2, get_threads, set_threads
+from engine.model import parameter_shapes
 
 KERNEL_FUNCTIONS = ("layer_norm", "linear", "matmul_transposed", "gelu", "causal_attention")
 KERNEL_MODULES = [importlib.import_module(f"kernels.{m}") for m in ("attention", "exp", "gelu", "layer_norm", "linear")]
@@ -150,3 +152,38 @@ def test_one_setting_controls_numba_and_blas_threads():
         assert get_threads() == numba.config.NUMBA_NUM_THREADS
     finally:
         set_threads(before)
+
+
+def traced_peak(function) -> int:
+    """Peak bytes NumPy (and Python) allocated while `function` ran (NumPy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("rows", [1, 8, 40])  # decode rows, and BLAS row blocks
+def test_output_layer_never_copies_the_embedding(rows):
+    table = np.ones((50257, 64), dtype=np.float32)  # 12.9 MB
+    x = np.ones((rows, 64), dtype=np.float32)
+    kernels.matmul_transposed(x, table)  # compile outside the measurement
+    peak = traced_peak(lambda: kernels.matmul_transposed(x, table))
+    assert peak < table.nbytes / 4 + rows * 50257 * 4, f"{peak} bytes allocated: a copy of the table?"
+
+
+def test_loading_and_decoding_allocate_no_copy_of_the_weights(tmp_path):
+    from engine.synthetic import preset_config, write_checkpoint
+
+    half = write_checkpoint(tmp_path / "half", preset_config("gpt2", n_layer=1), dtype="bfloat16")
+    weight_bytes = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(preset_config("gpt2", n_layer=1)).values())
+    loaded = {}
+    peak = traced_peak(lambda: loaded.setdefault("model", GPT2.from_pretrained(half)))
+    # the weights go straight into their block (not traced); only bounded widening slices are
+    assert peak < weight_bytes / 4, f"loading allocated {peak} bytes for {weight_bytes} bytes of weights"
+    model = loaded["model"]
+    cache = model.new_cache(1, 8)
+    next_ids = model(np.arange(3), cache=cache, logits_to_keep=1)[-1:].argmax(-1)
+    peak = traced_peak(lambda: model(next_ids, cache=cache))
+    assert peak < weight_bytes / 50, f"a decode step allocated {peak} bytes"
