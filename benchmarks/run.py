@@ -296,20 +296,24 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         "Cold: an empty Numba cache (`NUMBA_CACHE_DIR` a new directory: every kernel compiles). Warm: the",
         "same directory again. The weight file is in the OS page cache in every row (it was just written or read).",
         "",
-        "| process | first token s | imports done s (RSS MB) | weights loaded s (RSS MB) | peak RSS MB |",
+        "| process | first token s | imports done s (RSS MB) | weights loaded s (RSS MB) | peak RSS MB (x float32 weight bytes) |",
         "|---|---|---|---|---|",
     ]
     for label, run in s["runs"]:
+        weights = run.get("weight_bytes", s["weight_bytes"])
         lines.append(
             f"| {label} | **{run['first_token_s']:.2f}** | {run['imported'][0]:.2f} ({run['imported'][1] / 1024:.0f}) | "
-            f"{run['loaded'][0]:.2f} ({run['loaded'][1] / 1024:.0f}) | {run['peak_kib'] / 1024:.0f} |"
+            f"{run['loaded'][0]:.2f} ({run['loaded'][1] / 1024:.0f}) | {run['peak_kib'] / 1024:.0f} "
+            f"({run['peak_kib'] * 1024 / weights:.2f}x weights) |"
         )
     wb, fb = s["weight_bytes"], s["file_bytes"]
     lines += [
         "",
-        f"Weights: {wb / 1e6:.1f} MB of float32 parameters; the file is {fb / 1e6:.1f} MB (it also holds the "
+        f"Weights (124M): {wb / 1e6:.1f} MB of float32 parameters; the file is {fb / 1e6:.1f} MB (it also holds the "
         "published `attn.bias` mask buffers, which are skipped). Peak RSS is the child's VmHWM after "
-        f"{data['args']['new_tokens']} new tokens.",
+        f"{data['args']['new_tokens']} new tokens. The engine's peak over the weights is the runtime: the RSS at "
+        "\"imports done\" (Python, NumPy, Numba with LLVM's library), plus what Numba adds when it loads the kernels "
+        "(its type registries, LLVM's JIT), plus the tokenizer, the KV cache and activations.",
         "",
     ]
     lines += targets_section(data)
@@ -336,7 +340,9 @@ def targets_section(data: dict) -> list[str]:
         ("same, engine as a share of the bandwidth limit", f">= {TARGETS['decode_bandwidth']:.0%}", f"{decode_share:.0%}", decode_share >= TARGETS["decode_bandwidth"]),
         ("prefill 124M, 512 tokens, batch 1: engine tok/s / PyTorch tok/s", f">= {TARGETS['prefill_ratio']}x", f"{prefill_ratio:.2f}x", prefill_ratio >= TARGETS["prefill_ratio"]),
         ("second process (warm Numba cache), start to first token", f"<= {TARGETS['warm_first_token_s']} s", f"{warm:.2f} s", warm <= TARGETS["warm_first_token_s"]),
-        ("peak RSS / float32 weight bytes", f"<= {TARGETS['rss_ratio']}x", f"{rss_ratio:.2f}x", rss_ratio <= TARGETS["rss_ratio"]),
+        ("peak RSS / float32 weight bytes (124M)", f"<= {TARGETS['rss_ratio']}x",
+         f"{rss_ratio:.2f}x ({data['startup']['engine_peak_kib'] * 1024 / data['startup']['file_bytes']:.2f}x the file size)",
+         rss_ratio <= TARGETS["rss_ratio"]),
     ]
     lines = ["## Targets (issue 4)", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     lines += [f"| {name} | {want} | {got} | {'yes' if ok else '**no**'} |" for name, want, got, ok in rows]
@@ -429,6 +435,10 @@ def main(argv=None) -> None:
         warm = [startup_runs("engine", model_dirs["gpt2"], args.threads, env, numba_cache, P, N) for _ in range(3)]
         runs += [(f"engine, warm Numba cache (run {i + 1} of 3)", w) for i, w in enumerate(warm)]
         runs += [("PyTorch + transformers", startup_runs("torch", model_dirs["gpt2"], args.threads, env, numba_cache, P, N))]
+        for preset in presets[1:]:  # --full: the larger shape too, where the fixed runtime cost weighs less
+            run = startup_runs("engine", model_dirs[preset], args.threads, env, numba_cache, P, N)
+            run["weight_bytes"] = weight_bytes(preset_config(preset))
+            runs.append((f"engine, {preset}, warm Numba cache", run))
     finally:
         shutil.rmtree(numba_cache, ignore_errors=True)
     data["startup"] = {
