@@ -34,7 +34,14 @@ from numba import njit, prange
 
 FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
 MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
-PARALLEL_MIN_WEIGHTS = 1 << 16  # smaller matrices: one thread (waking the pool costs more)
+# Multiply-adds (rows x weights) below which a product runs on the calling thread. Each parallel
+# region ends in a barrier that waits for every thread; on a machine busy with other work a thread
+# is often off its core, and 49 such waits per token made a 2-thread decode step 5-25x slower
+# (160-750 ms instead of ~28 ms, measured at load 5 on 2 cores). One thread streams nearly the
+# whole bandwidth on its own (30 GB/s of 30.4 measured), so a decode step runs its block matrices
+# (2-9 MB each) on one thread and splits only the output layer (154 MB for 124M); a batch of rows,
+# which is compute-bound, splits the larger matrices too.
+PARALLEL_MIN_WORK = 1 << 24
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
 
 
@@ -134,8 +141,8 @@ def _matmul_transposed_few_rows_serial(x, table, out):
     _dot_rows(x, table, 0, table.shape[0], out)
 
 
-def _threads_for(weights: np.ndarray) -> int:
-    return numba.get_num_threads() if weights.size >= PARALLEL_MIN_WEIGHTS else 1
+def _threads_for(weights: np.ndarray, rows: int) -> int:
+    return numba.get_num_threads() if weights.size * rows >= PARALLEL_MIN_WORK else 1
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -167,7 +174,7 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
         out += bias
         return out
     x = np.ascontiguousarray(x)
-    threads = _threads_for(weight)
+    threads = _threads_for(weight, N)
     if threads == 1:
         _linear_few_rows_serial(x, weight, bias, out)
     else:
@@ -183,7 +190,7 @@ def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
         _blas_in_row_blocks(x, table.T, out)  # table.T is a view: BLAS reads it in place
         return out
     x = np.ascontiguousarray(x)
-    threads = _threads_for(table)
+    threads = _threads_for(table, N)
     if threads == 1:
         _matmul_transposed_few_rows_serial(x, table, out)
     else:

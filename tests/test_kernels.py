@@ -1,5 +1,7 @@
 """Each Numba kernel against its NumPy reference, and the references against PyTorch."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -138,8 +140,16 @@ def test_layer_norm_kernel_on_a_strided_view():
 LINEAR_SHAPES = [(1, 1, 1), (1, 768, 2304), (3, 17, 29), (8, 300, 1000), (9, 64, 70), (40, 96, 384), (1, 3072, 768)]
 
 
+@pytest.fixture(params=["by size", "all parallel"])
+def parallel_threshold(request, monkeypatch):
+    """Run a few-rows test at the kernels' own choice of threads, and with every product split."""
+    if request.param == "all parallel":
+        monkeypatch.setattr(importlib.import_module("kernels.linear"), "PARALLEL_MIN_WORK", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("N,K,M", LINEAR_SHAPES)
-def test_linear_kernel_matches_reference(N, K, M):
+def test_linear_kernel_matches_reference(N, K, M, parallel_threshold):
     x, weight, bias = randn(N, K), randn(K, M), randn(M)
     got = linear(x, weight, bias)
     expected = linear_reference(x, weight, bias)
@@ -148,7 +158,7 @@ def test_linear_kernel_matches_reference(N, K, M):
 
 
 @pytest.mark.parametrize("N,C,V", [(1, 1, 1), (1, 96, 50257), (2, 13, 7), (8, 64, 1000), (9, 32, 100), (33, 24, 500)])
-def test_matmul_transposed_kernel_matches_reference(N, C, V):
+def test_matmul_transposed_kernel_matches_reference(N, C, V, parallel_threshold):
     x, table = randn(N, C), randn(V, C)
     got = matmul_transposed(x, table)
     expected = matmul_transposed_reference(x, table)
