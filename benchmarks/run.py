@@ -318,6 +318,9 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
     ]
     lines += targets_section(data)
     lines += ["", f"![decode and prefill, engine vs PyTorch]({plot_name})", ""]
+    notes = out.with_name("NOTES.md")  # the analysis of the figures, written by hand after a run
+    if notes.is_file():
+        lines += ["", notes.read_text()]
     out.write_text("\n".join(lines))
 
 
@@ -403,8 +406,16 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     parser.add_argument("--tie-tolerance", type=float, default=1e-3,
                         help="a token disagreement where the reference's top-2 logits are this close is a near-tie, not a failure")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite RESULTS.md and the plot from the last run's results.json, measuring nothing")
     args = parser.parse_args(argv)
     args.startup_prompt = 16
+    if args.report_only:
+        data = json.loads(args.out.with_name("results.json").read_text())
+        write_plot(data, args.out.with_name("results.png"))
+        write_report(data, args.out, "results.png")
+        print(f"rewrote {args.out} from {args.out.with_name('results.json')}")
+        return
     began = time.perf_counter()
     data = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_start": os.getloadavg()[0],
             "machine": machine_info(args.threads), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
