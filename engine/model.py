@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 import kernels
+from kernels import causal_attention, causal_attention_reference, gelu
 
 from .cache import KVCache
 from .config import GPT2Config
@@ -173,7 +174,7 @@ def mlp(x, w: MLPWeights, hooks: Hooks | None, name: str):  # [B, T, C] -> [B, T
     h = linear(x, w.c_fc)  # [B, T, I]
     if hooks is not None:
         h = hooks(f"{name}.hook_pre", h)
-    h = kernels.gelu(h, out=h)  # [B, T, I], in place: the pre-activation is not needed again
+    h = gelu(h, out=h)  # [B, T, I], in place: the pre-activation is not needed again
     if hooks is not None:
         h = hooks(f"{name}.hook_post", h)
     return linear(h, w.c_proj)  # [B, T, C]
@@ -202,9 +203,9 @@ def attention(x, w: AttentionWeights, *, n_head, scale, key_start, cache, layer,
     if cache is not None:
         k, v = cache.write(layer, k, v)  # 2 x [B, H, S, D], S = cached + T
     if hooks is None:
-        z = kernels.causal_attention(q, k, v, key_start, scale)  # [B, H, T, D], Numba
+        z = causal_attention(q, k, v, key_start, scale)  # [B, H, T, D], Numba
     else:  # materialise the probabilities so they can be seen and changed
-        _, probs = kernels.causal_attention_reference(q, k, v, key_start, scale)  # [B, H, T, S]
+        _, probs = causal_attention_reference(q, k, v, key_start, scale)  # [B, H, T, S]
         probs = hooks(f"{name}.hook_pattern", probs)
         z = hooks(f"{name}.hook_z", (probs @ v).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # [B, H, T, D]
     return linear(merge_heads(z), w.c_proj)  # [B, T, C]
