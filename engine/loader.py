@@ -6,9 +6,15 @@ names come in two spellings, both accepted: the published files say `h.0.attn.c_
 buffers `h.{i}.attn.bias` / `h.{i}.attn.masked_bias` are constants, not weights: skipped.
 
 Weights become float32: F32 as stored, F16 widened, BF16 widened exactly (a bfloat16 is the top
-half of a float32, so the conversion is a 16-bit shift). safetensors' NumPy backend has no bfloat16,
-so BF16 bytes are read at the offsets the file's header gives. Tensors are read one at a time with
-`pread` straight into their final array, so loading never holds two copies of the weights.
+half of a float32, so the conversion is a 16-bit shift).
+
+Memory: all weights live in one block (`WeightArena`), and every tensor is an array view into it.
+F32 bytes are read from the file straight into their place (no temporary, so loading never holds
+two copies of anything); F16 and BF16 are widened a slice at a time. The block is anonymous
+memory advised to the kernel as huge pages (2 MiB instead of 4 KiB): decoding streams all of it
+for every token, and with huge pages that stream crosses 512x fewer page boundaries, so the
+hardware prefetchers and the TLB keep up (measured: ~10% more read bandwidth on this project's
+benchmark machine; see benchmarks/).
 
 Every problem is a `CheckpointError` naming the file and the tensor.
 """
@@ -16,6 +22,7 @@ Every problem is a `CheckpointError` naming the file and the tensor.
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import struct
 from pathlib import Path
@@ -68,12 +75,63 @@ def read_header(path: Path) -> tuple[dict, int]:
         return json.loads(f.read(size)), 8 + size
 
 
-def read_bf16_as_float32(path: Path, name: str, header: dict, data_start: int) -> np.ndarray:
-    """Read a BF16 tensor's raw bytes and widen them exactly: float32 bits = bfloat16 bits << 16."""
-    entry = header[name]
+WIDEN_CHUNK_ELEMENTS = 1 << 22  # F16/BF16 are widened 4M values (8 MiB read) at a time
+ALIGNMENT = 64  # bytes: each tensor starts on a cache line
+HUGE_PAGE = 2 << 20
+
+
+class WeightArena:
+    """One block of memory for all the weights, handed out as aligned float32 arrays.
+
+    Anonymous memory (not the file mapped: that would tie the arrays to the file staying
+    unchanged), advised as huge pages where the system offers them.
+    """
+
+    def __init__(self, shapes: list[tuple[int, ...]]):
+        self.offsets, total = [], 0
+        for shape in shapes:
+            self.offsets.append(total)
+            total += -(-int(np.prod(shape)) * 4 // ALIGNMENT) * ALIGNMENT
+        size = max(HUGE_PAGE, -(-total // HUGE_PAGE) * HUGE_PAGE)
+        self.buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only; elsewhere ordinary pages
+            self.buffer.madvise(mmap.MADV_HUGEPAGE)
+        self.floats = np.frombuffer(self.buffer, dtype=np.float32)
+        self.shapes = shapes
+
+    def array(self, index: int) -> np.ndarray:
+        shape = self.shapes[index]
+        start = self.offsets[index] // 4
+        return self.floats[start : start + int(np.prod(shape))].reshape(shape)
+
+
+def read_tensor_into(path: Path, name: str, entry: dict, data_start: int, out: np.ndarray) -> None:
+    """Read tensor `name` (header `entry`: dtype, data_offsets) of `path` into float32 `out`."""
     begin, end = entry["data_offsets"]
-    halves = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=data_start + begin)
-    return (halves.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+    dtype = entry["dtype"]
+    flat = out.reshape(-1)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(data_start + begin)
+        if dtype == "F32":
+            view = memoryview(flat.view(np.uint8))
+            got = 0
+            while got < len(view):  # readinto may return less than asked (large reads, signals)
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got != end - begin:
+                raise CheckpointError(f"{path}: tensor {name!r} is truncated ({got} of {end - begin} bytes)")
+            return
+        for start in range(0, flat.size, WIDEN_CHUNK_ELEMENTS):
+            count = min(WIDEN_CHUNK_ELEMENTS, flat.size - start)
+            halves = np.frombuffer(f.read(2 * count), dtype="<u2")
+            if halves.size != count:
+                raise CheckpointError(f"{path}: tensor {name!r} is truncated")
+            if dtype == "BF16":  # float32 bits = bfloat16 bits << 16, exactly
+                flat[start : start + count] = (halves.astype(np.uint32) << 16).view(np.float32)
+            else:  # F16: IEEE half, widened exactly by NumPy
+                flat[start : start + count] = halves.view(np.float16)
 
 
 def open_safetensors(path: Path):
@@ -140,24 +198,20 @@ def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]],
         path, stored = where[unused[0]]
         raise CheckpointError(f"{path}: unexpected tensor {stored!r}, not part of a GPT-2 language model")
 
-    # Pass 2: the data, one tensor at a time, straight into float32.
+    # Pass 2: the data, one tensor at a time, straight into its place in the arena, as float32.
+    names = list(expected)
+    arena = WeightArena([expected[n] for n in names])
+    headers = {path: read_header(path) for path in files}
     state: dict[str, np.ndarray] = {}
-    for path in files:
-        wanted = [n for n in expected if where[n][0] == path]
-        header = None
-        with open_safetensors(path) as f:
-            for name in wanted:
-                stored = where[name][1]
-                dtype = info[name][0]
-                try:
-                    if dtype == "BF16":
-                        header = header or read_header(path)
-                        array = read_bf16_as_float32(path, stored, *header)
-                    else:
-                        array = f.get_tensor(stored)
-                except (SafetensorError, OSError, ValueError) as error:
-                    raise CheckpointError(f"{path}: cannot read tensor {stored!r} ({error})") from None
-                state[name] = np.ascontiguousarray(array, dtype=np.float32)
+    for index, name in enumerate(names):
+        path, stored = where[name]
+        header, data_start = headers[path]
+        array = arena.array(index)
+        try:
+            read_tensor_into(path, stored, header[stored], data_start, array)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: cannot read tensor {stored!r} ({error})") from None
+        state[name] = array
     return state
 
 

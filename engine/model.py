@@ -12,8 +12,9 @@ Legend, as in llm.c:
 
 Parameters keep the checkpoint's own names (wte, wpe, h[i].ln_1, h[i].attn.c_attn, ...) and its
 layout: linear weights are stored [in, out] (OpenAI's "Conv1D"), so `x @ weight` needs no transpose.
-Everything is float32; the two hot loops (attention, GELU) run as Numba kernels from `kernels/`,
-each kept beside a NumPy reference.
+Everything is float32. The arithmetic of each layer is here; where a loop is hot (LayerNorm,
+the matrix products of decoding, attention, GELU) the function calls a Numba kernel from
+`kernels/`, each kept beside the NumPy reference that states what it computes.
 
 Every intermediate has a name, the one TransformerLens gives it (`hook_embed`,
 `blocks.{i}.hook_resid_post`, `blocks.{i}.attn.hook_pattern`, ...). Pass `hooks`, a function
@@ -28,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+import kernels
 from kernels import causal_attention, causal_attention_reference, gelu
 
 from .cache import KVCache
@@ -135,15 +137,16 @@ def weights_from_state_dict(state: dict[str, np.ndarray], config: GPT2Config) ->
 
 
 def layer_norm(x, ln: LayerNormWeights, eps: float):  # [..., C] -> [..., C]
-    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
-    centered = x - mean  # [..., C]
-    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., 1]
-    return centered / np.sqrt(variance + np.float32(eps)) * ln.weight + ln.bias  # [..., C]
+    # Per row: (x - mean) / sqrt(variance + eps) * weight + bias, in one pass over the row while it
+    # is in cache (Numba; kernels/layer_norm.py has the NumPy statement, layer_norm_reference).
+    return kernels.layer_norm(x, ln.weight, ln.bias, eps)  # [..., C]
 
 
 def linear(x, p: LinearWeights):  # [..., in] -> [..., out]
-    # Flattening the leading axes makes one matrix product (one BLAS call) of the whole batch.
-    out = x.reshape(-1, x.shape[-1]) @ p.weight + p.bias  # [N, in] @ [in, out] -> [N, out]
+    # Flattening the leading axes makes one matrix product of the whole batch: x @ weight + bias.
+    # A few rows (decoding) stream the weights through a Numba kernel, many rows (a prompt) go
+    # to BLAS (kernels/linear.py).
+    out = kernels.linear(x.reshape(-1, x.shape[-1]), p.weight, p.bias)  # [N, in] @ [in, out] -> [N, out]
     return out.reshape(*x.shape[:-1], p.weight.shape[1])
 
 
@@ -192,7 +195,8 @@ def attention(x, w: AttentionWeights, *, n_head, scale, key_start, cache, layer,
     attend to all of them; without one, they attend to this call's keys only.
     """
     qkv = linear(x, w.c_attn)  # [B, T, 3C]
-    q, k, v = np.split(qkv, 3, axis=-1)  # 3 x [B, T, C]
+    C = qkv.shape[-1] // 3
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C], views
     q, k, v = (split_heads(a, n_head) for a in (q, k, v))  # 3 x [B, H, T, D]
     if hooks is not None:  # TransformerLens order: [B, T, H, D]
         q, k, v = (hooks(f"{name}.hook_{n}", a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for n, a in zip("qkv", (q, k, v)))
@@ -278,8 +282,9 @@ def gpt2_forward(
     x = layer_norm(x, weights.ln_f, config.layer_norm_epsilon)  # [B, K, C]
     if hooks is not None:
         x = hooks("ln_final.hook_normalized", x)
-    # wte.T is a transposed view, not a copy: BLAS reads wte in its stored order.
-    return (x.reshape(-1, x.shape[-1]) @ weights.lm_head.T).reshape(B, x.shape[1], -1)  # [B, K, V]
+    # x @ wte.T, reading wte as stored (no transposed copy): kernels/linear.py.
+    logits = kernels.matmul_transposed(x.reshape(-1, x.shape[-1]), weights.lm_head)  # [B*K, V]
+    return logits.reshape(B, x.shape[1], -1)  # [B, K, V]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,9 +317,15 @@ class GPT2:
         threads_from_environment()
         model_dir = resolve_model_dir(name_or_path, local_files_only=local_files_only)
         config = GPT2Config.from_json(model_dir / "config.json")
-        state = load_state_dict(model_dir, parameter_shapes(config), config)
-        weights = weights_from_state_dict(state, config)
-        return cls(config, weights, load_tokenizer(model_dir, config.vocab_size), source=str(model_dir))
+        # Load (or compile) the kernels on another thread while the weights are read: start-up.
+        kernels_ready = kernels.KernelWarmUp()
+        try:
+            state = load_state_dict(model_dir, parameter_shapes(config), config)
+            weights = weights_from_state_dict(state, config)
+            tokenizer = load_tokenizer(model_dir, config.vocab_size)
+        finally:
+            kernels_ready.wait()
+        return cls(config, weights, tokenizer, source=str(model_dir))
 
     def num_parameters(self) -> int:
         """Distinct parameters (the tied output layer is counted once, as Hugging Face does)."""

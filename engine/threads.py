@@ -1,7 +1,14 @@
-"""One setting for the engine's threads: Numba's parallel kernels and the BLAS under NumPy's matmul.
+"""One setting for the engine's threads: Numba's parallel kernels and the matrix products.
 
-`set_threads(n)` sets both; `gpt2 ... --threads N` on the command line. The environment variable
-GPT2_ENGINE_THREADS does the same when the first model is loaded. By default both use every core.
+`set_threads(n)` sets it; `gpt2 ... --threads N` on the command line; the environment variable
+GPT2_ENGINE_THREADS when the first model is loaded (unless `set_threads` was called first). By
+default every core.
+
+The engine runs BLAS (under NumPy's matmul) single-threaded and splits its large products into
+`n` row blocks itself (kernels/linear.py), so that only one kind of worker thread is ever
+spinning for work: OpenBLAS's own threads busy-wait for ~0.1 s after each call and would take
+the cores from Numba's. Loading a model therefore limits BLAS to one thread in this process
+(through threadpoolctl), for the engine's sake.
 """
 
 from __future__ import annotations
@@ -14,18 +21,26 @@ from threadpoolctl import threadpool_limits
 from .errors import InputError
 
 ENV_VAR = "GPT2_ENGINE_THREADS"
+
+# Numba's OpenMP threads busy-wait after each parallel kernel (GNU OpenMP's default: 300,000
+# spins, milliseconds), taking a core from the BLAS row block the engine runs next on its own
+# thread: a 512-token prompt ran at ~600 tokens/s instead of ~900. 10,000 spins (tens of
+# microseconds) keep back-to-back kernels quick and then let the thread sleep. Read by libgomp
+# when Numba first loads it, so it is set here, at import; an explicit setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 _blas_limit = None  # keeps threadpoolctl's limit alive
-_environment_applied = False
+_configured = False
 
 
 def set_threads(n: int) -> None:
-    """Use `n` threads in Numba kernels and in BLAS (1 <= n <= the cores Numba sees)."""
-    global _blas_limit
+    """Use `n` threads (1 <= n <= the cores Numba sees) for kernels and matrix products."""
+    global _blas_limit, _configured
     available = numba.config.NUMBA_NUM_THREADS
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
         raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {n!r}")
     numba.set_num_threads(n)
-    _blas_limit = threadpool_limits(limits=n, user_api="blas")
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")  # every BLAS loaded by now
+    _configured = True
 
 
 def get_threads() -> int:
@@ -33,14 +48,15 @@ def get_threads() -> int:
 
 
 def threads_from_environment() -> None:
-    """Apply GPT2_ENGINE_THREADS, once per process."""
-    global _environment_applied
-    if _environment_applied:
+    """Apply GPT2_ENGINE_THREADS (default: every core), once per process, unless already set."""
+    if _configured:
         return
-    _environment_applied = True
     value = os.environ.get(ENV_VAR)
-    if value:
-        try:
-            set_threads(int(value))
-        except ValueError:
-            raise InputError(f"{ENV_VAR} must be an integer, got {value!r}") from None
+    if not value:
+        set_threads(numba.config.NUMBA_NUM_THREADS)
+        return
+    try:
+        threads = int(value)
+    except ValueError:
+        raise InputError(f"{ENV_VAR} must be an integer, got {value!r}") from None
+    set_threads(threads)

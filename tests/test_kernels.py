@@ -1,10 +1,15 @@
 """Each Numba kernel against its NumPy reference, and the references against PyTorch."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
-from kernels import causal_attention, causal_attention_reference, gelu, gelu_reference
+from kernels import (
+    causal_attention, causal_attention_reference, exp, exp_reference, gelu, gelu_reference, layer_norm,
+    layer_norm_reference, linear, linear_reference, matmul_transposed, matmul_transposed_reference,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -93,3 +98,94 @@ def test_attention_padding_query_outputs_zero():
     got = causal_attention(q, k, v, key_start, 0.5)
     assert np.isfinite(expected).all() and (expected[:, :, :3] == 0).all()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# exp_f32, LayerNorm, and the few-rows matrix products
+
+
+def test_exp_kernel_within_a_few_ulps_of_numpy():
+    x = np.concatenate([np.linspace(-87.3, 88.3, 200_001, dtype=np.float32), np.float32([0.0, -0.0, 1e-30, -1e-30])])
+    got = exp(x)
+    assert got.dtype == np.float32
+    exact = np.exp(x.astype(np.float64))
+    assert (np.abs(got - exact) / exact).max() < 4 * 2.0**-24  # a few float32 ulps
+    np.testing.assert_allclose(got, exp_reference(x), rtol=4e-7)
+
+
+def test_exp_kernel_clamps_instead_of_overflowing():
+    got = exp(np.float32([-1000.0, 1000.0, np.nan]))
+    assert 0 < got[0] < 1.3e-38 and np.isfinite(got[1]) and np.isnan(got[2])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 768), (2, 7, 96), (1024, 24), (3, 1, 1), (65, 13)])
+def test_layer_norm_kernel_matches_reference(shape):
+    x = 3 * randn(*shape) + 1
+    weight, bias = randn(shape[-1]), randn(shape[-1])
+    got = layer_norm(x, weight, bias, 1e-5)
+    expected = layer_norm_reference(x, weight, bias, 1e-5)
+    assert got.dtype == expected.dtype == np.float32 and got.shape == shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
+
+
+def test_layer_norm_kernel_on_a_strided_view():
+    """The model normalises x[:, -k:] (logits_to_keep): rows of a larger array."""
+    x = randn(3, 10, 40)[:, -2:]
+    weight, bias = randn(40), randn(40)
+    np.testing.assert_allclose(layer_norm(x, weight, bias, 1e-5), layer_norm_reference(x, weight, bias, 1e-5), rtol=1e-5, atol=2e-5)
+
+
+# (N rows, K in, M out): one decode row, a batch of decode rows, a row past FEW_ROWS (BLAS in row
+# blocks), a prompt, odd sizes, matrices big enough for the parallel kernels
+LINEAR_SHAPES = [(1, 1, 1), (1, 768, 2304), (3, 17, 29), (8, 300, 1000), (9, 64, 70), (40, 96, 384), (1, 3072, 768)]
+
+
+@pytest.fixture(params=["by size", "all parallel"])
+def parallel_threshold(request, monkeypatch):
+    """Run a few-rows test at the kernels' own choice of threads, and with every product split."""
+    if request.param == "all parallel":
+        monkeypatch.setattr(importlib.import_module("kernels.linear"), "PARALLEL_MIN_WORK", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("N,K,M", LINEAR_SHAPES)
+def test_linear_kernel_matches_reference(N, K, M, parallel_threshold):
+    x, weight, bias = randn(N, K), randn(K, M), randn(M)
+    got = linear(x, weight, bias)
+    expected = linear_reference(x, weight, bias)
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("N,C,V", [(1, 1, 1), (1, 96, 50257), (2, 13, 7), (8, 64, 1000), (9, 32, 100), (33, 24, 500)])
+def test_matmul_transposed_kernel_matches_reference(N, C, V, parallel_threshold):
+    x, table = randn(N, C), randn(V, C)
+    got = matmul_transposed(x, table)
+    expected = matmul_transposed_reference(x, table)
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.sqrt(C))
+
+
+def test_linear_reference_is_pytorch_linear():
+    x, weight, bias = randn(5, 33), randn(33, 21), randn(21)
+    # Conv1D stores weight as [in, out]; torch.nn.functional.linear wants [out, in]
+    expected = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(weight.T), torch.from_numpy(bias)).numpy()
+    np.testing.assert_allclose(linear_reference(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_kernel_reads_cache_views_in_place():
+    """A view of the first S of M cache slots goes to the kernel as the whole C-contiguous block
+    (so its loops vectorise), not as a copy, and gives the reference's result."""
+    from kernels.attention import _c_contiguous_parent
+
+    B, H, T, S, M, D = 2, 3, 4, 9, 16, 24
+    keys = randn(B, H, M, D)
+    k = keys[:, :, :S]
+    parent = _c_contiguous_parent(k)
+    assert parent.flags.c_contiguous and parent.shape == (B, H, M, D)
+    assert parent.ctypes.data == keys.ctypes.data  # the same memory, no copy
+    v = 2 * keys[:, :, :S]
+    q = randn(B, H, T, D)
+    key_start = np.array([0, 2])
+    expected, _ = causal_attention_reference(q, k, v, key_start, 0.3)
+    np.testing.assert_allclose(causal_attention(q, k, v, key_start, 0.3), expected, rtol=1e-5, atol=2e-6)

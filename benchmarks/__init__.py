@@ -1,0 +1,1 @@
+"""Benchmarks: this engine and Hugging Face transformers + PyTorch side by side (python -m benchmarks.run)."""

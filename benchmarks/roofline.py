@@ -1,0 +1,91 @@
+"""The machine's limits, and what a decode step must read.
+
+Decoding one token per row reads every weight once: its speed limit is the memory's read
+bandwidth divided by those bytes. `read_bandwidth` measures that bandwidth with two plain Numba
+reductions over a float32 array far larger than the caches, using the engine's thread count: a
+flat parallel sum, and a sum of rows where each thread adds a contiguous band of rows into its
+own vector (the access pattern of the decode kernels, without the multiplies). Each runs on memory
+advised as huge pages (as the engine's weights are) and on ordinary pages, best of several passes;
+the highest figure is the machine's bandwidth. `decode_bytes` counts the bytes a step reads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _parallel_sum(a):  # a: float32 [N]
+    total = np.float32(0.0)
+    for i in prange(a.shape[0]):
+        total += a[i]
+    return total
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _row_band_sum(a, parts):  # a: float32 [R, W]; each of `parts` threads sums a band of rows
+    R, W = a.shape
+    acc = np.zeros((parts, W), dtype=np.float32)
+    for p in prange(parts):
+        for r in range(p * R // parts, (p + 1) * R // parts):
+            for j in range(W):
+                acc[p, j] += a[r, j]
+    return acc.sum()
+
+
+def _array(n_bytes: int, huge_pages: bool) -> np.ndarray:
+    buffer = mmap.mmap(-1, n_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if huge_pages and hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    a = np.frombuffer(buffer, dtype=np.float32)
+    a[:] = 1.0  # touch every page, so the timed passes read memory, not fault it in
+    return a
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> dict:
+    """Bytes per second read by `numba.get_num_threads()` threads: the best of `repeats` passes of
+    each reduction, on huge and on ordinary pages. Returns every figure and the highest."""
+    n_bytes = int(gib * (1 << 30))
+    threads = numba.get_num_threads()
+    result = {"threads": threads, "array_bytes": n_bytes}
+    for pages in ("huge_pages", "small_pages"):
+        a = _array(n_bytes, pages == "huge_pages")
+        rows = a.reshape(-1, 4096)
+        for name, reduce in (("flat_sum", lambda: _parallel_sum(a)), ("row_band_sum", lambda: _row_band_sum(rows, threads))):
+            reduce()  # compile (or load from the cache) and warm outside the timing
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                reduce()
+                best = min(best, time.perf_counter() - start)
+            result[f"{name}_{pages}"] = n_bytes / best
+        del a, rows
+    result["bytes_per_s"] = max(v for k, v in result.items() if k.endswith("pages"))
+    return result
+
+
+def weight_bytes(config) -> int:
+    """Bytes of all distinct float32 parameters (the output layer is wte itself)."""
+    C, I, V, P, L = config.n_embd, config.mlp_width, config.vocab_size, config.n_positions, config.n_layer
+    per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * I + I) + (I * C + C)
+    return 4 * (V * C + P * C + L * per_layer + 2 * C)
+
+
+def decode_bytes(config, batch: int, kv_slots: float) -> dict:
+    """Bytes one decode step (one new token per row) reads, float32.
+
+    weights: every block's matrices, biases and LayerNorm parameters, ln_f, the whole wte once for
+    the output layer, and one wte row and one wpe row per batch row for the embedding (the rest of
+    wte and wpe is not touched by the embedding). kv: keys and values of `kv_slots` cached slots
+    per row, every layer (what attention reads; grows by one slot per step).
+    """
+    C, I, V, L = config.n_embd, config.mlp_width, config.vocab_size, config.n_layer
+    per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * I + I) + (I * C + C)
+    weights = 4 * (L * per_layer + 2 * C + V * C + batch * 2 * C)
+    kv = 4 * 2 * L * batch * kv_slots * C
+    return {"weights": weights, "kv": kv}

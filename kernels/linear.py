@@ -1,0 +1,198 @@
+"""Matrix products of a few rows against a large weight matrix: decoding's whole cost.
+
+Legend: N = rows of activations (batch x tokens), K = input features, M = output features.
+
+Decoding one token per row multiplies N = 1..8 rows by each weight matrix: every weight is read
+once from memory and used N times, so the speed is the memory's, and the job is to stream the
+weights at full bandwidth. A general matrix multiply (BLAS sgemm) is built for the other case,
+many rows, where it repacks the weights into blocks first; for a handful of rows that repacking is
+extra traffic. These kernels read each weight once, in the order it is stored:
+
+- `linear`: x [N, K] @ weight [K, M] + bias [M], the layout of GPT-2's Conv1D weights. Each thread
+  takes a contiguous band of weight rows (one long sequential read, what hardware prefetchers
+  stream best) and accumulates x[:, k] * weight[k, :] into its own [N, M] partial sums, which are
+  added at the end.
+- `matmul_transposed`: x [N, C] @ table [V, C]^T, the tied output layer (logits from the token
+  embedding matrix, read as stored: no transposed copy). Each thread takes a contiguous band of
+  rows of the table; each output is the dot product of an x row and a table row.
+
+With more rows than `FEW_ROWS` (a prompt) both hand over to NumPy's matmul, whose BLAS is the
+right tool there. The engine keeps BLAS itself single-threaded (engine/threads.py) and splits such
+a product into row blocks, one per thread, run by the small Python thread pool here (NumPy
+releases the GIL inside BLAS). Two thread pools that each busy-wait for work, BLAS's and Numba's,
+would otherwise fight over the same cores between calls: on a 2-core machine that made decoding
+~25x slower. The pool's threads sleep on a queue when idle.
+
+`linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
+MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
+# Multiply-adds (rows x weights) below which a product runs on the calling thread. Each parallel
+# region ends in a barrier that waits for every thread; on a machine busy with other work a thread
+# is often off its core, and 49 such waits per token made a 2-thread decode step 5-25x slower
+# (160-750 ms instead of ~28 ms, measured at load 5 on 2 cores). One thread streams nearly the
+# whole bandwidth on its own (30 GB/s of 30.4 measured), so a decode step runs its block matrices
+# (2-9 MB each) on one thread and splits only the output layer (154 MB for 124M); a batch of rows,
+# which is compute-bound, splits the larger matrices too.
+PARALLEL_MIN_WORK = 1 << 24
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
+
+
+def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K]; weight: float32 [K, M]; bias: float32 [M] -> float32 [N, M]."""
+    return x @ weight + bias
+
+
+def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """x: float32 [N, C]; table: float32 [V, C] -> x @ table.T, float32 [N, V]."""
+    return x @ table.T
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_rows(x, weight, k_begin, k_end, acc):
+    """acc[N, M] += x[:, k] * weight[k, :] for k in [k_begin, k_end).
+
+    One row (N = 1) is a pure stream: one weight row at a time. With more rows the weights are
+    re-read from cache N times and the arithmetic starts to count, so four weight rows are
+    combined per pass over acc (a quarter of the accumulator loads and stores; measured 1.8x
+    faster for N = 8).
+    """
+    N, M = acc.shape
+    k = k_begin
+    if N > 1:
+        while k + 4 <= k_end:
+            for n in range(N):
+                x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+                for j in range(M):
+                    acc[n, j] += x0 * weight[k, j] + x1 * weight[k + 1, j] + x2 * weight[k + 2, j] + x3 * weight[k + 3, j]
+            k += 4
+    while k < k_end:
+        for n in range(N):
+            xk = x[n, k]
+            for j in range(M):
+                acc[n, j] += xk * weight[k, j]
+        k += 1
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
+    N, K = x.shape
+    M = weight.shape[1]
+    partial = np.zeros((parts, N, M), dtype=np.float32)  # one [N, M] accumulator per thread
+    for p in prange(parts):
+        _accumulate_rows(x, weight, p * K // parts, (p + 1) * K // parts, partial[p])
+    for n in range(N):
+        for j in range(M):
+            total = bias[j]
+            for p in range(parts):
+                total += partial[p, n, j]
+            out[n, j] = total
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _linear_few_rows_serial(x, weight, bias, out):
+    out[:] = 0
+    _accumulate_rows(x, weight, 0, x.shape[1], out)
+    for n in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[n, j] += bias[j]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dot_rows(x, table, v_begin, v_end, out):
+    """out[:, v] = x @ table[v] for v in [v_begin, v_end); four x rows share each load of table[v]."""
+    N, C = x.shape
+    for v in range(v_begin, v_end):
+        n = 0
+        while n + 4 <= N:
+            dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+            for c in range(C):
+                entry = table[v, c]
+                dot0 += x[n, c] * entry
+                dot1 += x[n + 1, c] * entry
+                dot2 += x[n + 2, c] * entry
+                dot3 += x[n + 3, c] * entry
+            out[n, v], out[n + 1, v], out[n + 2, v], out[n + 3, v] = dot0, dot1, dot2, dot3
+            n += 4
+        while n < N:
+            dot = np.float32(0.0)
+            for c in range(C):
+                dot += x[n, c] * table[v, c]
+            out[n, v] = dot
+            n += 1
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C], out [N, V]
+    V = table.shape[0]
+    for p in prange(parts):
+        _dot_rows(x, table, p * V // parts, (p + 1) * V // parts, out)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _matmul_transposed_few_rows_serial(x, table, out):
+    _dot_rows(x, table, 0, table.shape[0], out)
+
+
+def _threads_for(weights: np.ndarray, rows: int) -> int:
+    return numba.get_num_threads() if weights.size * rows >= PARALLEL_MIN_WORK else 1
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = x @ b by single-threaded BLAS calls on row blocks of x, one per engine thread."""
+    global _pool
+    N = x.shape[0]
+    parts = max(1, min(numba.get_num_threads(), N // MIN_BLOCK_ROWS))
+    if parts == 1:
+        np.matmul(x, b, out=out)
+        return
+    if _pool is None or _pool._max_workers < parts - 1:
+        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="gpt2-engine-blas")
+    edges = [p * N // parts for p in range(parts + 1)]
+    pending = [_pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
+    np.matmul(x[: edges[1]], b, out=out[: edges[1]])  # the calling thread takes the first block
+    for job in pending:
+        job.result()
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
+    N = x.shape[0]
+    out = np.empty((N, weight.shape[1]), dtype=np.float32)
+    if N > FEW_ROWS:
+        _blas_in_row_blocks(x, weight, out)  # [N, M]
+        out += bias
+        return out
+    x = np.ascontiguousarray(x)
+    threads = _threads_for(weight, N)
+    if threads == 1:
+        _linear_few_rows_serial(x, weight, bias, out)
+    else:
+        _linear_few_rows(x, weight, bias, out, threads)
+    return out
+
+
+def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
+    N = x.shape[0]
+    out = np.empty((N, table.shape[0]), dtype=np.float32)
+    if N > FEW_ROWS:
+        _blas_in_row_blocks(x, table.T, out)  # table.T is a view: BLAS reads it in place
+        return out
+    x = np.ascontiguousarray(x)
+    threads = _threads_for(table, N)
+    if threads == 1:
+        _matmul_transposed_few_rows_serial(x, table, out)
+    else:
+        _matmul_transposed_few_rows(x, table, out, threads)
+    return out
