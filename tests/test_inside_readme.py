@@ -22,12 +22,6 @@ def section() -> str:
     return readme.split("## Inside the model", 1)[1].split("\n## ", 1)[0]
 
 
-def short(x: float) -> str:
-    """1.74e-07 -> "1.7e-7", as the README writes it."""
-    mantissa, exponent = f"{x:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def test_worked_example_figures(tiny_model):
     text = " ".join(section().split())  # line breaks as spaces
     model = tiny_model
@@ -61,7 +55,8 @@ def test_worked_example_figures(tiny_model):
 
     c = attribute(model, ids, NEWLINE, method="integrated_gradients").completeness
     assert f"'sum_of_attributions': {c['sum_of_attributions']:.6f}" in text
-    assert f"({short(c['relative_gap'])} in the example above)" in text
+    # The gap is float32 rounding: its digits vary with the CPU and kernels, its order does not.
+    assert "(of the order of 1e-7 in the example above" in text and 1e-8 <= c["relative_gap"] < 1e-6
 
     f = model.neuron_factors(ids, layers=[2], factors=4)
     tokens = ", ".join(piece(i) for i in f.top_tokens(3, 3))
@@ -79,7 +74,10 @@ def test_cli_output_quoted_in_the_readme_and_its_file(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     quoted = text.split("--output romeo.npz\n```\n\n```\n", 1)[1].split("\n```", 1)[0]
     size = re.compile(r"\([0-9,]+ bytes\)")  # the metadata holds the model's path, which differs here
-    assert size.sub("", result.stdout.strip()) == size.sub("", quoted.strip())
+    gap = re.compile(r"completeness gap ([0-9.e+-]+)")  # float32 rounding: its digits vary with the CPU
+    assert all(float(g) < 1e-4 for g in gap.findall(result.stdout)) and gap.search(quoted)
+    same = lambda out: gap.sub("completeness gap", size.sub("", out.strip()))  # noqa: E731
+    assert same(result.stdout) == same(quoted)
     e = Explanation.load(tmp_path / "romeo.npz")
     assert e.generated == 8 and e.ig_steps == 50 and list(e.saliency) == list(METHODS)
     assert e.model == str(tiny_model_dir) and e.prompt == PROMPT
