@@ -39,14 +39,16 @@ from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
 
 FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
 MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
-# Multiply-adds (rows x weights) below which a product runs on the calling thread. Each parallel
-# region ends in a barrier that waits for every thread; on a machine busy with other work a thread
-# is often off its core, and 49 such waits per token made a 2-thread decode step 5-25x slower
-# (160-750 ms instead of ~28 ms, measured at load 5 on 2 cores). One thread streams nearly the
-# whole bandwidth on its own (30 GB/s of 30.4 measured), so a decode step runs its block matrices
-# (2-9 MB each) on one thread and splits only the output layer (154 MB for 124M); a batch of rows,
-# which is compute-bound, splits the larger matrices too.
-PARALLEL_MIN_WORK = 1 << 24
+# Multiply-adds (rows x weights) below which a product runs on the calling thread. One thread
+# streams only ~21-25 GB/s of the ~35 GB/s both cores reach, so a decode step splits every block
+# matrix (0.6-2.4 M weights) across the threads, as well as the output layer: on a quiet 2-core
+# machine that measured ~14-17 ms per token against ~17.5-18.5 ms with the block matrices on one
+# thread (124M, interleaved runs). The cost is on a busy machine: each of the 49 parallel regions
+# per token ends in a barrier that waits for every thread, and a thread that is off its core makes
+# it wait a time slice. With two busy-loop processes beside it (load ~3) a step took ~67 ms split
+# against ~22 ms unsplit, and ~24 ms with one thread (`--threads 1`, the documented escape).
+# Below this size (tiny models) the barrier costs more than the second core gains.
+PARALLEL_MIN_WORK = 1 << 19
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
 
 
