@@ -4,11 +4,11 @@
 GPT2_ENGINE_THREADS when the first model is loaded (unless `set_threads` was called first). By
 default every core.
 
-The engine runs BLAS (under NumPy's matmul) single-threaded and splits its large products into
-`n` row blocks itself (kernels/linear.py), so that only one kind of worker thread is ever
-spinning for work: OpenBLAS's own threads busy-wait for ~0.1 s after each call and would take
-the cores from Numba's. Loading a model therefore limits BLAS to one thread in this process
-(through threadpoolctl), for the engine's sake.
+The engine runs BLAS single-threaded and splits its large products into `n` row blocks itself,
+one sgemm call per block on Numba's worker threads (kernels/linear.py, kernels/blas.py), so that
+only one kind of worker thread is ever spinning for work: OpenBLAS's own threads busy-wait for
+~0.1 s after each call and would take the cores from Numba's. Loading a model therefore limits
+BLAS to one thread in this process (through threadpoolctl), for the engine's sake.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ from .errors import InputError
 
 ENV_VAR = "GPT2_ENGINE_THREADS"
 
-# Numba's OpenMP threads busy-wait after each parallel kernel (GNU OpenMP's default: 300,000
-# spins, milliseconds), taking a core from the BLAS row block the engine runs next on its own
-# thread: a 512-token prompt ran at ~600 tokens/s instead of ~900. 10,000 spins (tens of
-# microseconds) keep back-to-back kernels quick and then let the thread sleep. Read by libgomp
-# when Numba first loads it, so it is set here, at import; an explicit setting wins.
+# Numba's OpenMP threads busy-wait after each parallel kernel before they sleep (GNU OpenMP's
+# default: 300,000 spins, milliseconds). Prompt products run on those same threads (kernels/blas.py),
+# so spinning no longer starves another pool; what it costs is other processes' time. Measured on
+# 2 cores (124M decode, block matrices split, interleaved): quiet, 10,000 / 100,000 / 300,000 spins
+# were within noise of each other (~13-17 ms per token); beside two busy-loop processes, 10,000
+# gave 27-57 ms, 100,000 107-350 ms, 300,000 41-63 ms. 10,000 spins (tens of microseconds) keep
+# back-to-back kernels quick and then let the thread sleep. Read by libgomp when Numba first loads
+# it, so it is set here, at import; an explicit setting wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 _blas_limit = None  # keeps threadpoolctl's limit alive
 _configured = False

@@ -16,12 +16,15 @@ extra traffic. These kernels read each weight once, in the order it is stored:
   embedding matrix, read as stored: no transposed copy). Each thread takes a contiguous band of
   rows of the table; each output is the dot product of an x row and a table row.
 
-With more rows than `FEW_ROWS` (a prompt) both hand over to NumPy's matmul, whose BLAS is the
-right tool there. The engine keeps BLAS itself single-threaded (engine/threads.py) and splits such
-a product into row blocks, one per thread, run by the small Python thread pool here (NumPy
-releases the GIL inside BLAS). Two thread pools that each busy-wait for work, BLAS's and Numba's,
-would otherwise fight over the same cores between calls: on a 2-core machine that made decoding
-~25x slower. The pool's threads sleep on a queue when idle.
+With more rows than `FEW_ROWS` (a prompt) both hand over to BLAS's sgemm, the right tool there.
+The engine keeps BLAS itself single-threaded (engine/threads.py) and splits such a product into row
+blocks, one per thread, calling sgemm from inside a Numba `prange` loop (kernels/blas.py): the
+blocks run on the same OpenMP worker threads as every other kernel, so the process has a single
+pool of workers. Two pools that each busy-wait for work would fight over the same cores between
+calls (OpenBLAS's own threads and Numba's made decoding ~25x slower on 2 cores; a Python pool
+running the BLAS blocks beside Numba's spinning workers made a 512-token prompt ~1.6x slower).
+Where NumPy's BLAS offers no 64-bit-integer CBLAS sgemm to call, the row blocks fall back to
+NumPy's matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
 
 `linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
 """
@@ -32,16 +35,20 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
+
 FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
 MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
-# Multiply-adds (rows x weights) below which a product runs on the calling thread. Each parallel
-# region ends in a barrier that waits for every thread; on a machine busy with other work a thread
-# is often off its core, and 49 such waits per token made a 2-thread decode step 5-25x slower
-# (160-750 ms instead of ~28 ms, measured at load 5 on 2 cores). One thread streams nearly the
-# whole bandwidth on its own (30 GB/s of 30.4 measured), so a decode step runs its block matrices
-# (2-9 MB each) on one thread and splits only the output layer (154 MB for 124M); a batch of rows,
-# which is compute-bound, splits the larger matrices too.
-PARALLEL_MIN_WORK = 1 << 24
+# Multiply-adds (rows x weights) below which a product runs on the calling thread. One thread
+# streams only ~21-25 GB/s of the ~35 GB/s both cores reach, so a decode step splits every block
+# matrix (0.6-2.4 M weights) across the threads, as well as the output layer: on a quiet 2-core
+# machine that measured ~14-17 ms per token against ~17.5-18.5 ms with the block matrices on one
+# thread (124M, interleaved runs). The cost is on a busy machine: each of the 49 parallel regions
+# per token ends in a barrier that waits for every thread, and a thread that is off its core makes
+# it wait a time slice. With two busy-loop processes beside it (load ~3) a step took ~67 ms split
+# against ~22 ms unsplit, and ~24 ms with one thread (`--threads 1`, the documented escape).
+# Below this size (tiny models) the barrier costs more than the second core gains.
+PARALLEL_MIN_WORK = 1 << 19
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
 
 
@@ -145,19 +152,37 @@ def _threads_for(weights: np.ndarray, rows: int) -> int:
     return numba.get_num_threads() if weights.size * rows >= PARALLEL_MIN_WORK else 1
 
 
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _sgemm_row_blocks(x, b, b_transposed, bias, out, parts):
+    """out = x @ (b.T if b_transposed else b) + bias, by one single-threaded sgemm per row block.
+
+    x: float32 [N, K], C-contiguous; b: float32 [K, M] (or [M, K] when b_transposed), as stored;
+    bias: float32 [M], or [0] for none; out: float32 [N, M]. Block p (rows p*N//parts up to
+    (p+1)*N//parts) runs on its own worker thread and adds the bias while its rows are in cache.
+    """
+    N, K = x.shape
+    M = out.shape[1]
+    b_layout = TRANS if b_transposed else NO_TRANS
+    for p in prange(parts):
+        begin, end = p * N // parts, (p + 1) * N // parts
+        cblas_sgemm(ROW_MAJOR, NO_TRANS, b_layout, end - begin, M, K, np.float32(1.0), x[begin:].ctypes.data, K,
+                    b.ctypes.data, b.shape[1], np.float32(0.0), out[begin:].ctypes.data, M)
+        if bias.size:
+            for n in range(begin, end):
+                for j in range(M):
+                    out[n, j] += bias[j]
+
+
+_NO_BIAS = np.zeros(0, dtype=np.float32)
 _pool: ThreadPoolExecutor | None = None
 
 
-def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = x @ b by single-threaded BLAS calls on row blocks of x, one per engine thread."""
+def _matmul_on_python_threads(x: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> None:
+    """The fallback without a callable sgemm: out = x @ b in `parts` row blocks, NumPy's matmul each."""
     global _pool
-    N = x.shape[0]
-    parts = max(1, min(numba.get_num_threads(), N // MIN_BLOCK_ROWS))
-    if parts == 1:
-        np.matmul(x, b, out=out)
-        return
     if _pool is None or _pool._max_workers < parts - 1:
         _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="gpt2-engine-blas")
+    N = x.shape[0]
     edges = [p * N // parts for p in range(parts + 1)]
     pending = [_pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
     np.matmul(x[: edges[1]], b, out=out[: edges[1]])  # the calling thread takes the first block
@@ -165,13 +190,32 @@ def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         job.result()
 
 
+def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None,
+                        out: np.ndarray) -> None:
+    """out = x @ (b.T if b_transposed else b) (+ bias): single-threaded BLAS on row blocks, one per thread.
+
+    x: float32 [N, K]; b as stored (weight [K, M], or the output layer's table [M, K] with
+    b_transposed); out: float32 [N, M].
+    """
+    parts = max(1, min(numba.get_num_threads(), x.shape[0] // MIN_BLOCK_ROWS))
+    if SGEMM_AVAILABLE:
+        _sgemm_row_blocks(np.ascontiguousarray(x), b, b_transposed, _NO_BIAS if bias is None else bias, out, parts)
+        return
+    b = b.T if b_transposed else b  # a view: BLAS reads it in place
+    if parts == 1:
+        np.matmul(x, b, out=out)
+    else:
+        _matmul_on_python_threads(x, b, out, parts)
+    if bias is not None:
+        out += bias
+
+
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
     N = x.shape[0]
     out = np.empty((N, weight.shape[1]), dtype=np.float32)
     if N > FEW_ROWS:
-        _blas_in_row_blocks(x, weight, out)  # [N, M]
-        out += bias
+        _blas_in_row_blocks(x, weight, False, bias, out)  # [N, M]
         return out
     x = np.ascontiguousarray(x)
     threads = _threads_for(weight, N)
@@ -187,7 +231,7 @@ def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     N = x.shape[0]
     out = np.empty((N, table.shape[0]), dtype=np.float32)
     if N > FEW_ROWS:
-        _blas_in_row_blocks(x, table.T, out)  # table.T is a view: BLAS reads it in place
+        _blas_in_row_blocks(x, table, True, None, out)  # table read as stored: no transposed copy
         return out
     x = np.ascontiguousarray(x)
     threads = _threads_for(table, N)

@@ -15,8 +15,10 @@ import numpy as np
 from .attention import _attention_parallel, _attention_serial
 from .gelu import _gelu_parallel, _gelu_serial
 from .layer_norm import _layer_norm_parallel, _layer_norm_serial
+from .blas import SGEMM_AVAILABLE
 from .linear import (
     _linear_few_rows, _linear_few_rows_serial, _matmul_transposed_few_rows, _matmul_transposed_few_rows_serial,
+    _sgemm_row_blocks,
 )
 
 
@@ -31,6 +33,8 @@ def warm_up() -> None:
     _linear_few_rows(rows, weights, bias, out, 2)
     _matmul_transposed_few_rows_serial(rows, weights, out)
     _matmul_transposed_few_rows(rows, weights, out, 2)
+    if SGEMM_AVAILABLE:
+        _sgemm_row_blocks(rows, weights, False, bias, out, 2)
     flat = np.ones(16, f32)
     _gelu_serial(flat, flat)
     _gelu_parallel(flat, flat)

@@ -166,6 +166,48 @@ def test_matmul_transposed_kernel_matches_reference(N, C, V, parallel_threshold)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.sqrt(C))
 
 
+@pytest.fixture(params=["sgemm on Numba's threads", "matmul on Python threads"])
+def row_block_path(request, monkeypatch):
+    """Both ways a prompt's product runs: NumPy's sgemm called from a Numba kernel, and the fallback."""
+    from kernels.blas import SGEMM_AVAILABLE
+
+    if request.param == "sgemm on Numba's threads" and not SGEMM_AVAILABLE:
+        pytest.skip("NumPy's BLAS has no 64-bit-integer cblas_sgemm here")
+    if request.param == "matmul on Python threads":
+        monkeypatch.setattr(importlib.import_module("kernels.linear"), "SGEMM_AVAILABLE", False)
+    return request.param
+
+
+# (N rows, K in, M out): one row, one short block, odd sizes split unevenly, many rows
+ROW_BLOCK_SHAPES = [(1, 5, 3), (8, 64, 70), (17, 33, 129), (41, 768, 50), (300, 96, 2304)]
+
+
+@pytest.mark.parametrize("N,K,M", ROW_BLOCK_SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_blas_row_blocks_match_reference(N, K, M, with_bias, row_block_path):
+    from kernels.linear import _blas_in_row_blocks
+
+    x, weight, table, bias = randn(N, K), randn(K, M), randn(M, K), randn(M)
+    for b, transposed, expected in [(weight, False, linear_reference(x, weight, bias)),
+                                    (table, True, matmul_transposed_reference(x, table) + bias)]:
+        out = np.full((N, M), np.nan, dtype=np.float32)  # every entry must be written
+        _blas_in_row_blocks(x, b, transposed, bias if with_bias else None, out)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, expected if with_bias else expected - bias, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+def test_blas_row_blocks_read_a_strided_view_of_the_rows(row_block_path):
+    """The model hands over x[:, -k:] and other views: the result is the view's, not its parent's."""
+    from kernels.linear import _blas_in_row_blocks
+
+    parent, weight, bias = randn(3, 20, 48), randn(40, 24), randn(24)
+    x = parent[1, 2:19, 4:44]  # [17, 40], rows 48 floats apart in memory
+    assert not x.flags.c_contiguous
+    out = np.empty((17, 24), dtype=np.float32)
+    _blas_in_row_blocks(x, weight, False, bias, out)
+    np.testing.assert_allclose(out, linear_reference(x, weight, bias), rtol=1e-4, atol=1e-3)
+
+
 def test_linear_reference_is_pytorch_linear():
     x, weight, bias = randn(5, 33), randn(33, 21), randn(21)
     # Conv1D stores weight as [in, out]; torch.nn.functional.linear wants [out, in]
