@@ -199,7 +199,10 @@ def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: 
     """
     parts = max(1, min(numba.get_num_threads(), x.shape[0] // MIN_BLOCK_ROWS))
     if SGEMM_AVAILABLE:
-        _sgemm_row_blocks(np.ascontiguousarray(x), b, b_transposed, _NO_BIAS if bias is None else bias, out, parts)
+        # sgemm reads raw memory with row strides K and b.shape[1]: both must be C-contiguous (the
+        # loader's weights are, so this copies nothing for them; a view passed in is copied once).
+        x, b = np.ascontiguousarray(x), np.ascontiguousarray(b)
+        _sgemm_row_blocks(x, b, b_transposed, _NO_BIAS if bias is None else bias, out, parts)
         return
     b = b.T if b_transposed else b  # a view: BLAS reads it in place
     if parts == 1:

@@ -208,6 +208,21 @@ def test_blas_row_blocks_read_a_strided_view_of_the_rows(row_block_path):
     np.testing.assert_allclose(out, linear_reference(x, weight, bias), rtol=1e-4, atol=1e-3)
 
 
+def test_blas_row_blocks_read_weights_that_are_views(row_block_path):
+    """Weights given as a transposed or strided view (not the loader's contiguous arrays) still give x @ b."""
+    from kernels.linear import _blas_in_row_blocks
+
+    x, bias = randn(20, 32), randn(24)
+    weight = np.asfortranarray(randn(32, 24))  # [K, M], columns contiguous
+    table = randn(24, 64)[:, ::2]  # [M, K], every other column
+    for b, transposed, expected in [(weight, False, linear_reference(x, weight, bias)),
+                                    (table, True, matmul_transposed_reference(x, table) + bias)]:
+        assert not b.flags.c_contiguous
+        out = np.empty((20, 24), dtype=np.float32)
+        _blas_in_row_blocks(x, b, transposed, bias, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
 def test_linear_reference_is_pytorch_linear():
     x, weight, bias = randn(5, 33), randn(33, 21), randn(21)
     # Conv1D stores weight as [in, out]; torch.nn.functional.linear wants [out, in]
