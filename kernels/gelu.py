@@ -59,6 +59,11 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     x = np.ascontiguousarray(x)
     if out is None:
         out = np.empty_like(x)
+    # The kernel writes through a flat view: a non-contiguous `out` (an intervention may hand one
+    # back) has none, so it gets the result by a copy.
+    target = out if out.flags.c_contiguous else np.empty_like(x)
     kernel = _gelu_parallel if x.size >= PARALLEL_MIN_ELEMENTS else _gelu_serial
-    kernel(x.reshape(-1), out.reshape(-1))
+    kernel(x.reshape(-1), target.reshape(-1))
+    if target is not out:
+        out[...] = target
     return out

@@ -18,8 +18,23 @@ def randn(*shape):
     return RNG.standard_normal(shape, dtype=np.float32)
 
 
+# Below these sizes a kernel runs on the calling thread; "all parallel" sets them to 0 so that the
+# parallel twin of each kernel is held to the reference on the same (small) shapes.
+PARALLEL_THRESHOLDS = [("kernels.linear", "PARALLEL_MIN_WORK"), ("kernels.attention", "PARALLEL_MIN_WORK"),
+                       ("kernels.gelu", "PARALLEL_MIN_ELEMENTS"), ("kernels.layer_norm", "PARALLEL_MIN_ROWS")]
+
+
+@pytest.fixture(params=["by size", "all parallel"])
+def parallel_threshold(request, monkeypatch):
+    """Run a test at the kernels' own choice of threads, and with every kernel on its parallel path."""
+    if request.param == "all parallel":
+        for module, name in PARALLEL_THRESHOLDS:
+            monkeypatch.setattr(importlib.import_module(module), name, 0)
+    return request.param
+
+
 @pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 7, 3072), (1, 1, 1), (4097,)])
-def test_gelu_kernel_matches_reference(shape):
+def test_gelu_kernel_matches_reference(shape, parallel_threshold):
     x = 3 * randn(*shape)
     expected = gelu_reference(x)
     got = gelu(x)
@@ -29,6 +44,16 @@ def test_gelu_kernel_matches_reference(shape):
     y = x.copy()
     gelu(y, out=y)
     np.testing.assert_array_equal(y, got)
+
+
+def test_gelu_in_place_on_a_non_contiguous_array(parallel_threshold):
+    """An intervention can hand the MLP a transposed or strided array: `out=x` must still hold the result."""
+    x = 3 * randn(6, 40)
+    for y in (np.asfortranarray(x), x.copy()[:, ::2]):
+        expected = gelu_reference(y)
+        assert not y.flags.c_contiguous
+        gelu(y, out=y)
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_gelu_reference_is_pytorch_tanh_gelu():
@@ -54,7 +79,7 @@ ATTENTION_SHAPES = [
 
 
 @pytest.mark.parametrize("B,H,T,S,D", ATTENTION_SHAPES)
-def test_attention_kernel_matches_reference(B, H, T, S, D):
+def test_attention_kernel_matches_reference(B, H, T, S, D, parallel_threshold):
     q, k, v = randn(B, H, T, D), randn(B, H, S, D), randn(B, H, S, D)
     key_start = np.zeros(B, dtype=np.int64)
     scale = D**-0.5
@@ -75,7 +100,7 @@ def test_attention_reference_matches_pytorch_sdpa():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_attention_kernel_on_strided_views_and_padding():
+def test_attention_kernel_on_strided_views_and_padding(parallel_threshold):
     """The model passes views (heads split out of one qkv matrix, cache slices) and left padding."""
     B, H, T, S, D = 2, 3, 6, 10, 20
     qkv = randn(B, T, 3 * H * D)
@@ -89,7 +114,7 @@ def test_attention_kernel_on_strided_views_and_padding():
     assert (probs[0, :, :, :3] == 0).all(), "padding slots get no attention"
 
 
-def test_attention_padding_query_outputs_zero():
+def test_attention_padding_query_outputs_zero(parallel_threshold):
     """A query in a padding slot has nothing to attend to: both paths output zeros, not NaN."""
     B, H, T, D = 1, 2, 5, 4
     q, k, v = randn(B, H, T, D), randn(B, H, T, D), randn(B, H, T, D)
@@ -119,7 +144,7 @@ def test_exp_kernel_clamps_instead_of_overflowing():
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 768), (2, 7, 96), (1024, 24), (3, 1, 1), (65, 13)])
-def test_layer_norm_kernel_matches_reference(shape):
+def test_layer_norm_kernel_matches_reference(shape, parallel_threshold):
     x = 3 * randn(*shape) + 1
     weight, bias = randn(shape[-1]), randn(shape[-1])
     got = layer_norm(x, weight, bias, 1e-5)
@@ -128,7 +153,7 @@ def test_layer_norm_kernel_matches_reference(shape):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
 
 
-def test_layer_norm_kernel_on_a_strided_view():
+def test_layer_norm_kernel_on_a_strided_view(parallel_threshold):
     """The model normalises x[:, -k:] (logits_to_keep): rows of a larger array."""
     x = randn(3, 10, 40)[:, -2:]
     weight, bias = randn(40), randn(40)
@@ -138,14 +163,6 @@ def test_layer_norm_kernel_on_a_strided_view():
 # (N rows, K in, M out): one decode row, a batch of decode rows, a row past FEW_ROWS (BLAS in row
 # blocks), a prompt, odd sizes, matrices big enough for the parallel kernels
 LINEAR_SHAPES = [(1, 1, 1), (1, 768, 2304), (3, 17, 29), (8, 300, 1000), (9, 64, 70), (40, 96, 384), (1, 3072, 768)]
-
-
-@pytest.fixture(params=["by size", "all parallel"])
-def parallel_threshold(request, monkeypatch):
-    """Run a few-rows test at the kernels' own choice of threads, and with every product split."""
-    if request.param == "all parallel":
-        monkeypatch.setattr(importlib.import_module("kernels.linear"), "PARALLEL_MIN_WORK", 0)
-    return request.param
 
 
 @pytest.mark.parametrize("N,K,M", LINEAR_SHAPES)
@@ -230,7 +247,7 @@ def test_linear_reference_is_pytorch_linear():
     np.testing.assert_allclose(linear_reference(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_attention_kernel_reads_cache_views_in_place():
+def test_attention_kernel_reads_cache_views_in_place(parallel_threshold):
     """A view of the first S of M cache slots goes to the kernel as the whole C-contiguous block
     (so its loops vectorise), not as a copy, and gives the reference's result."""
     from kernels.attention import _c_contiguous_parent
