@@ -31,19 +31,17 @@ ENV_VAR = "GPT2_ENGINE_THREADS"
 # back-to-back kernels quick and then let the thread sleep. Read by libgomp when Numba first loads
 # it, so it is set here, at import; an explicit setting wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-_blas_limit = None  # keeps threadpoolctl's limit alive
-_configured = False
+_blas_limit = None  # keeps threadpoolctl's limit alive; set once threads are configured
 
 
 def set_threads(n: int) -> None:
     """Use `n` threads (1 <= n <= the cores Numba sees) for kernels and matrix products."""
-    global _blas_limit, _configured
+    global _blas_limit
     available = numba.config.NUMBA_NUM_THREADS
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
         raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {n!r}")
     numba.set_num_threads(n)
     _blas_limit = threadpool_limits(limits=1, user_api="blas")  # every BLAS loaded by now
-    _configured = True
 
 
 def get_threads() -> int:
@@ -52,7 +50,7 @@ def get_threads() -> int:
 
 def threads_from_environment() -> None:
     """Apply GPT2_ENGINE_THREADS (default: every core), once per process, unless already set."""
-    if _configured:
+    if _blas_limit is not None:
         return
     value = os.environ.get(ENV_VAR)
     if not value:

@@ -175,13 +175,17 @@ def _sgemm_row_blocks(x, b, b_transposed, bias, out, parts):
 
 _NO_BIAS = np.zeros(0, dtype=np.float32)
 _pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
 
 
 def _matmul_on_python_threads(x: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> None:
     """The fallback without a callable sgemm: out = x @ b in `parts` row blocks, NumPy's matmul each."""
-    global _pool
-    if _pool is None or _pool._max_workers < parts - 1:
+    global _pool, _pool_workers
+    if _pool_workers < parts - 1:  # more threads were asked for: replace the pool, ending the old one's
+        if _pool is not None:
+            _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="gpt2-engine-blas")
+        _pool_workers = parts - 1
     N = x.shape[0]
     edges = [p * N // parts for p in range(parts + 1)]
     pending = [_pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]

@@ -115,10 +115,8 @@ def test_weights_are_held_once_and_the_output_layer_is_wte(model, kernel_calls):
     w = model.weights
     assert w.lm_head is w.wte
     arrays = list({id(a): a for a in model._arrays()}.values())
-    arena = arrays[0].base
-    while isinstance(arena, np.ndarray) and arena.base is not None and not isinstance(arena.base, type(None)):
-        if not isinstance(arena.base, np.ndarray):
-            break
+    arena = arrays[0]
+    while isinstance(arena.base, np.ndarray):  # up the chain of views to the block they share
         arena = arena.base
     spans = []
     for a in arrays:
