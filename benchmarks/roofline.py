@@ -11,12 +11,15 @@ the highest figure is the machine's bandwidth. `decode_bytes` counts the bytes a
 
 from __future__ import annotations
 
+import math
 import mmap
 import time
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+from engine.model import parameter_shapes
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -71,9 +74,7 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> dict:
 
 def weight_bytes(config) -> int:
     """Bytes of all distinct float32 parameters (the output layer is wte itself)."""
-    C, I, V, P, L = config.n_embd, config.mlp_width, config.vocab_size, config.n_positions, config.n_layer
-    per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * I + I) + (I * C + C)
-    return 4 * (V * C + P * C + L * per_layer + 2 * C)
+    return 4 * sum(math.prod(shape) for shape in parameter_shapes(config).values())
 
 
 def decode_bytes(config, batch: int, kv_slots: float) -> dict:
@@ -84,8 +85,8 @@ def decode_bytes(config, batch: int, kv_slots: float) -> dict:
     wte and wpe is not touched by the embedding). kv: keys and values of `kv_slots` cached slots
     per row, every layer (what attention reads; grows by one slot per step).
     """
-    C, I, V, L = config.n_embd, config.mlp_width, config.vocab_size, config.n_layer
-    per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * I + I) + (I * C + C)
-    weights = 4 * (L * per_layer + 2 * C + V * C + batch * 2 * C)
+    C, L = config.n_embd, config.n_layer
+    wpe_bytes = 4 * config.n_positions * C
+    weights = weight_bytes(config) - wpe_bytes + 4 * batch * 2 * C  # all but wpe; one wte and one wpe row per row
     kv = 4 * 2 * L * batch * kv_slots * C
     return {"weights": weights, "kv": kv}

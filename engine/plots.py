@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .report import SALIENCY_LABELS, SALIENCY_ORDER, lens_label
+from .report import SALIENCY_LABELS, lens_label, saliency_methods
 
 SALIENCY_COLOUR = (234 / 255, 88 / 255, 12 / 255)  # --saliency in report.css
 HEAT_MAP = "Blues"
@@ -73,7 +73,7 @@ def plot_saliency(result, token: int = -1, method: str | None = None, ax=None):
     if not result.saliency:
         raise InputError("this result has no saliency (explain ran with no methods)")
     if method is None:
-        method = next(m for m in (*SALIENCY_ORDER, *result.saliency) if m in result.saliency)
+        method = saliency_methods(result)[0]
     if method not in result.saliency:
         raise InputError(f"no {method!r} saliency in this result; it has {', '.join(result.saliency)}")
     position = result.prompt_length + g

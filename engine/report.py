@@ -80,6 +80,11 @@ def lens_label(hook_name: str) -> str:
     return "embeddings" if match[2] == "pre" else f"block {match[1]}"
 
 
+def saliency_methods(result) -> list[str]:
+    """The result's saliency methods in the page's order (SALIENCY_ORDER first, then any others)."""
+    return [m for m in SALIENCY_ORDER if m in result.saliency] + [m for m in result.saliency if m not in SALIENCY_ORDER]
+
+
 def report_data(result) -> dict:
     """The JSON-ready data the page draws (see report.js for how each field is used).
 
@@ -88,8 +93,7 @@ def report_data(result) -> dict:
     """
     c = result.config
     P, N = result.prompt_length, len(result.token_ids)
-    methods = [m for m in SALIENCY_ORDER if m in result.saliency] + \
-              [m for m in result.saliency if m not in SALIENCY_ORDER]
+    methods = saliency_methods(result)
     shown_ids = {int(i) for i in result.lens_top_ids.ravel()} | {int(i) for i in result.lens_targets}
     return {
         "format": "gpt2-engine report 1",
