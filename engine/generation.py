@@ -119,9 +119,15 @@ class GenerationOptions:
         def fail(name, requirement, value):
             raise InputError(f"{spell(name)} must be {requirement}, got {value!r}")
 
-        def is_int(value):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        def as_tuple(name, value, is_one, requirement):  # one value, or any iterable of them
+            if is_one(value):
+                return (value,)
+            try:
+                return tuple(value or ())
+            except TypeError:
+                fail(name, requirement, value)
 
+        is_int = is_token_id
         def is_number(value):
             return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -146,10 +152,10 @@ class GenerationOptions:
             fail("length_penalty", "a finite number", self.length_penalty)
         if self.early_stopping not in (True, False, "never"):
             fail("early_stopping", 'True, False or "never"', self.early_stopping)
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        stop = as_tuple("stop", self.stop, lambda s: isinstance(s, str), "non-empty strings")
         if not all(isinstance(s, str) and s for s in stop):
             fail("stop", "non-empty strings", self.stop)
-        stop_ids = (self.stop_token_ids,) if is_int(self.stop_token_ids) else tuple(self.stop_token_ids or ())
+        stop_ids = as_tuple("stop_token_ids", self.stop_token_ids, is_int, "token ids (integers >= 0)")
         if not all(is_int(i) and i >= 0 for i in stop_ids):
             fail("stop_token_ids", "token ids (integers >= 0)", self.stop_token_ids)
         if self.num_beams > 1 and self.sampling:

@@ -279,6 +279,8 @@ def test_beam_results_report_how_they_ended(tiny_model):
     ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
     ({"seed": -1}, "seed must be an integer >= 0"),
     ({"stop": [""]}, "stop must be non-empty strings"),
+    ({"stop": 5}, "stop must be non-empty strings, got 5"),
+    ({"stop_token_ids": 2.5}, r"stop_token_ids must be token ids \(integers >= 0\), got 2.5"),
     ({"early_stopping": "sometimes"}, "early_stopping must be"),
     ({"num_beams": 2, "temperature": 0.7}, "beam search is deterministic"),
     ({"top_k": 5}, "top_k applies to sampling: give temperature > 0"),
