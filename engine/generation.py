@@ -624,10 +624,11 @@ class BeamSearch:
     def interrupted_hypotheses(self, g: int) -> list[GenerationResult]:
         """The best running beams of a prompt that was not done when generation stopped."""
         groups, tokens, logprobs, n = self.running
-        i = list(groups).index(g) if g in groups else None
-        return [GenerationResult(self.model.tokenizer.decode(tokens[i, k, :n]) if i is not None else "",
-                                 tokens[i, k, :n].tolist() if i is not None else [], "interrupted",
-                                 logprobs[i, k, :n].tolist() if i is not None else [])
+        if g not in groups:  # interrupted before this prompt's first step
+            return [GenerationResult("", [], "interrupted", []) for _ in range(self.options.num_return_sequences)]
+        i = list(groups).index(g)
+        return [GenerationResult(self.model.tokenizer.decode(tokens[i, k, :n]), tokens[i, k, :n].tolist(),
+                                 "interrupted", logprobs[i, k, :n].tolist())
                 for k in range(self.options.num_return_sequences)]
 
 
@@ -701,8 +702,7 @@ class GenerationStream:
             piece = self.sequence.text.take()
             if piece:
                 yield piece
-        self.sequence.text.close()
-        rest = self.sequence.text.take()
+        rest = self.rest()
         if rest:
             yield rest
         self.result = self.sequence.result()

@@ -173,10 +173,37 @@ def test_incremental_text_equals_decoding_everything_at_once():
     assert text.text == TOKENIZER.decode(ids)
 
 
+class SuccessorModel(ScriptedModel):
+    """Each row's next token is the successor of that row's last token (`successor` maps ids to
+    ids), so rows of a batch follow their own chains, whichever rows are still running."""
+
+    def __init__(self, successor):
+        super().__init__([0])
+        self.successor = successor
+
+    def __call__(self, ids, cache=None, *, left_padding=None, logits_to_keep=None, hooks=None):
+        ids = np.asarray(ids)
+        B, T = ids.shape
+        cache.advance(T)
+        logits = np.zeros((B, logits_to_keep or T, self.config.vocab_size), dtype=np.float32)
+        logits[np.arange(B), -1, [self.successor[int(i)] for i in ids[:, -1]]] = 10.0
+        return logits
+
+
+def chain(*texts):
+    """successor map through the tokens of each text in turn: text[0] -> text[1] -> ..."""
+    successor = {}
+    for text in texts:
+        ids = TOKENIZER.encode(text)
+        successor |= dict(zip(ids, ids[1:] + ids[-1:]))
+    return successor
+
+
 def test_a_batch_stops_each_row_on_its_own():
-    model, ids = scripted("alpha beta gamma delta epsilon")
-    results = generate(model, ["Q", "a longer prompt"], max_new_tokens=5, stop=[" gamma"], **GREEDY)
-    assert [r.text for r in results] == ["alpha beta", "alpha beta"]
+    model = SuccessorModel(chain("Q alpha beta gamma delta epsilon", "Z one two three four five six"))
+    stopped, running = generate(model, ["Q", "Z"], max_new_tokens=5, stop=[" gamma"], **GREEDY)
+    assert (stopped.text, stopped.finish_reason) == (" alpha beta", "stop")
+    assert (running.text, running.finish_reason) == (" one two three four five", "length")
 
 
 # ----------------------------------------------------------------------------------------------
