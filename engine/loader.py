@@ -125,9 +125,10 @@ def read_tensor_into(path: Path, name: str, entry: dict, data_start: int, out: n
             return
         for start in range(0, flat.size, WIDEN_CHUNK_ELEMENTS):
             count = min(WIDEN_CHUNK_ELEMENTS, flat.size - start)
-            halves = np.frombuffer(f.read(2 * count), dtype="<u2")
-            if halves.size != count:
+            raw = f.read(2 * count)
+            if len(raw) != 2 * count:
                 raise CheckpointError(f"{path}: tensor {name!r} is truncated")
+            halves = np.frombuffer(raw, dtype="<u2")
             if dtype == "BF16":  # float32 bits = bfloat16 bits << 16, exactly
                 flat[start : start + count] = (halves.astype(np.uint32) << 16).view(np.float32)
             else:  # F16: IEEE half, widened exactly by NumPy
@@ -209,7 +210,7 @@ def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]],
         array = arena.array(index)
         try:
             read_tensor_into(path, stored, header[stored], data_start, array)
-        except (OSError, ValueError) as error:
+        except OSError as error:  # its own errors (CheckpointError) already name file and tensor
             raise CheckpointError(f"{path}: cannot read tensor {stored!r} ({error})") from None
         state[name] = array
     return state

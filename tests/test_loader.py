@@ -94,6 +94,20 @@ def test_truncated_file(good_dir):
         load(good_dir)
 
 
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_a_tensor_cut_short_while_reading_is_named_once(tmp_path, dtype):
+    """The file shrinks between reading the header and the data: one clear error, file and tensor named once."""
+    from engine.loader import read_header, read_tensor_into
+
+    path = tmp_path / "one.safetensors"
+    save_file({"w": np.arange(10, dtype=np.float32 if dtype == "F32" else np.float16)}, str(path))
+    header, data_start = read_header(path)
+    path.write_bytes(path.read_bytes()[:-3])  # an odd number of bytes short
+    with pytest.raises(CheckpointError, match=r"one\.safetensors: tensor 'w' is truncated") as caught:
+        read_tensor_into(path, "w", header["w"] | {"dtype": dtype}, data_start, np.empty(10, np.float32))
+    assert str(caught.value).count("one.safetensors") == 1
+
+
 def test_missing_tensor(good_dir):
     rewrite_tensors(good_dir, lambda t: t.pop("h.1.mlp.c_proj.bias"))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: missing tensor 'h\.1\.mlp\.c_proj\.bias'"):
