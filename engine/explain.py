@@ -38,7 +38,8 @@ from .backward import TARGETS, as_integer, target_forward
 from .errors import InputError
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
 from .files import write_atomically
-from .lens import lens_names, logit_lens
+from .generation import make_search, prompt_token_ids, run, single_sequence
+from .lens import check_top_k, lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
 
 FORMAT = "gpt2-engine explain"
@@ -261,24 +262,26 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     if "integrated_gradients" in methods:
         steps = check_steps(steps)
     factors, iterations = check_factor_options(factors, iterations)
+    top_k = check_top_k(top_k, model.config.vocab_size)
     max_new_tokens = as_integer(max_new_tokens, "max_new_tokens")
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-    if isinstance(prompt, str):
-        if model.tokenizer is None:
-            raise InputError("this model has no tokenizer: pass the prompt as token ids")
-        prompt_ids = model.tokenizer.encode(prompt)
-    else:
-        prompt_ids = [int(i) for i in prompt]
-    if not prompt_ids:
-        raise InputError("the prompt is empty: give some text (or start it with <|endoftext|>)")
-    model._check_ids(np.asarray(prompt_ids))
+    # The prompt as generation reads it (with bos=True, <|endoftext|> first: the sequence analysed
+    # is the one the generator saw).
+    bos = generation_options.get("bos", False)
+    prompts, single = prompt_token_ids(model, prompt, bos)
+    if not single:
+        raise InputError(f"explain takes one prompt (text or token ids), got a batch of {len(prompts)}")
+    prompt_ids = prompts[0]
 
     finish_reason = None
     new_ids: list[int] = []
     if max_new_tokens > 0:
-        result = model.generate(prompt, max_new_tokens=max_new_tokens, **generation_options)
-        new_ids, finish_reason = [int(i) for i in result.token_ids], getattr(result, "finish_reason", None)
+        options = {**generation_options, "max_new_tokens": max_new_tokens, "bos": False}  # BOS is in prompt_ids
+        search, _ = make_search(model, prompt_ids, options)
+        single_sequence(search, True, "explain")
+        result = run(search)[0]
+        new_ids, finish_reason = result.token_ids, result.finish_reason
     ids = np.array(prompt_ids + new_ids, dtype=np.int64)  # [N]
     N, P, c = len(ids), len(prompt_ids), model.config
     model._check_context(N, None)
@@ -321,7 +324,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     shown = set(ids.tolist()) | set(lens.top_ids.ravel().tolist()) | set(lens.targets.tolist())
     pieces = dict(zip(sorted(shown), token_texts(model.tokenizer, sorted(shown))))
     return Explanation(
-        model=str(model.source), prompt=prompt if isinstance(prompt, str) else "".join(token_texts(model.tokenizer, prompt_ids)),
+        model=str(model.source), prompt=prompt if isinstance(prompt, str) else "".join(token_texts(model.tokenizer, prompt_ids[int(bool(bos)):])),
         config={"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "n_positions": c.n_positions,
                 "vocab_size": c.vocab_size, "mlp_width": c.mlp_width},
         token_ids=ids, tokens=[pieces[i] for i in ids.tolist()], prompt_length=P, finish_reason=finish_reason,

@@ -53,6 +53,14 @@ def lens_logits(model, residual: np.ndarray) -> np.ndarray:
     return (x.reshape(-1, x.shape[-1]) @ model.weights.lm_head.T).reshape(*x.shape[:-1], -1)  # [..., V]
 
 
+def check_top_k(top_k, vocab_size: int) -> int:
+    """The number of lens candidates: an integer from 1 to vocab_size."""
+    top_k = as_integer(top_k, "top_k")
+    if not 1 <= top_k <= vocab_size:
+        raise InputError(f"top_k must be an integer from 1 to {vocab_size}, got {top_k}")
+    return top_k
+
+
 def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLens:
     """The logit lens of ids [T].
 
@@ -64,17 +72,16 @@ def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLen
     if ids.shape[0] != 1:
         raise InputError(f"token ids must be a [T] array (one sequence), got shape {np.shape(ids)}")
     ids = ids[0]
-    T, V = len(ids), model.config.vocab_size
-    top_k = as_integer(top_k, "top_k")
-    if not 1 <= top_k <= V:
-        raise InputError(f"top_k must be an integer from 1 to {V}, got {top_k}")
+    T = len(ids)
+    top_k = check_top_k(top_k, model.config.vocab_size)
+    if targets is not None:
+        targets = model._check_ids(np.asarray(targets))[0]  # [rows, T']
+        if targets.shape != (1, T):
+            raise InputError(f"targets must be {T} token ids (one per position), got shape {np.shape(targets)}")
+        targets = targets[0]  # [T]
     names = lens_names(model.config.n_layer)
     if cache is None:
         _, cache = model.run_with_cache(ids, names=names)
-    if targets is not None:
-        targets = model._check_ids(np.asarray(targets))[0][0]
-        if targets.shape != (T,):
-            raise InputError(f"targets must be {T} token ids (one per position), got {len(targets)}")
 
     R = len(names)
     top_ids = np.empty((R, T, top_k), dtype=np.int64)

@@ -64,3 +64,18 @@ def test_lens_options(tiny_model):
         tiny_model.logit_lens(ids, targets=[11])
     with pytest.raises(InputError, match="one sequence"):
         tiny_model.logit_lens([ids, ids])
+
+
+def test_lens_checks_its_options_before_the_forward_pass(tiny_model, monkeypatch):
+    ids = tiny_model.tokenizer.encode("To be, or not")
+
+    def no_forward_pass(*args, **kwargs):
+        raise AssertionError("the forward pass ran before the options were checked")
+
+    monkeypatch.setattr(type(tiny_model), "run_with_cache", no_forward_pass)
+    with pytest.raises(InputError, match=f"targets must be {len(ids)} token ids"):
+        tiny_model.logit_lens(ids, targets=[11])
+    with pytest.raises(InputError, match=f"targets must be {len(ids)} token ids"):
+        tiny_model.logit_lens(ids, targets=[ids, ids])  # two rows of targets: not silently row 0
+    with pytest.raises(InputError, match="top_k must be an integer"):
+        tiny_model.logit_lens(ids, top_k=0)
