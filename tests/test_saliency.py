@@ -102,15 +102,18 @@ def test_methods_match_transformers_synthetic_odd_heads(synthetic):
 def test_integrated_gradients_completeness(tiny_model, of):
     """The attributions add up to f(input) - f(baseline), up to the quadrature's error."""
     ids = tiny_model.tokenizer.encode(PROMPT)
+    gaps = {}  # target -> relative gap with 50 steps
     for target in (11, 262, 1755):
         r = attribute(tiny_model, ids, target, method="integrated_gradients", of=of, steps=50)
         c = r.completeness
+        gaps[target] = c["relative_gap"]
         print(f"of={of} target={target}: sum {c['sum_of_attributions']:.6f}, difference "
               f"{c['output_difference']:.6f}, relative gap {c['relative_gap']:.2e}")
         assert c["relative_gap"] < 1e-3
         assert c["sum_of_attributions"] == pytest.approx(float(r.attributions.sum(dtype=np.float64)))
     coarse = attribute(tiny_model, ids, 11, method="integrated_gradients", of=of, steps=2).completeness
-    assert coarse["relative_gap"] > c["relative_gap"]  # the gap measures the quadrature, it is not 0 by construction
+    # the gap measures the quadrature (fewer steps, larger gap for the same target): it is not 0 by construction
+    assert coarse["relative_gap"] > gaps[11]
 
 
 def test_saliency_api_and_position(tiny_model):
