@@ -261,11 +261,7 @@ def target_gradients(weights: GPT2Weights, config: GPT2Config, x, position: int,
 
 def check_target(model, ids, target_id, position, of: str) -> tuple[np.ndarray, int, int]:
     """Validate (ids [T], target_id, position, of) -> (ids int64 [T], target, position in 0..T-1)."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise InputError(f"token ids must be a [T] array (one sequence), got shape {ids.shape}")
-    ids = model._check_ids(ids)[0][0]  # int64 [T], each in the vocabulary
-    model._check_context(len(ids), None)
+    ids = model._check_sequence(ids)  # int64 [T]
     T, V = len(ids), model.config.vocab_size
     target = as_integer(target_id, "target_id")
     if not 0 <= target < V:

@@ -282,9 +282,8 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
         single_sequence(search, True, "explain")
         result = run(search)[0]
         new_ids, finish_reason = result.token_ids, result.finish_reason
-    ids = np.array(prompt_ids + new_ids, dtype=np.int64)  # [N]
+    ids = model._check_sequence(prompt_ids + new_ids)  # int64 [N]
     N, P, c = len(ids), len(prompt_ids), model.config
-    model._check_context(N, None)
 
     # One captured pass: the lens readings, the attention and the MLP activations.
     names = lens_names(c.n_layer) + [f"blocks.{i}.attn.hook_pattern" for i in range(c.n_layer)]

@@ -141,7 +141,5 @@ def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, s
     factors, iterations = check_factor_options(factors, iterations)
     names = [f"blocks.{i}.mlp.hook_post" for i in layers]
     if cache is None:
-        if np.ndim(ids) != 1:
-            raise InputError(f"token ids must be a [T] array (one sequence), got shape {np.shape(ids)}")
-        _, cache = model.run_with_cache(ids, names=names)
+        _, cache = model.run_with_cache(model._check_sequence(ids), names=names)
     return factorise(np.stack([cache[n] for n in names]), layers, factors, seed=seed, iterations=iterations)

@@ -68,10 +68,7 @@ def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLen
     the last position the model's own top prediction. cache: an ActivationCache of this run holding
     the lens readings (`lens_names`), to save a forward pass.
     """
-    ids = model._check_ids(np.asarray(ids))[0]
-    if ids.shape[0] != 1:
-        raise InputError(f"token ids must be a [T] array (one sequence), got shape {np.shape(ids)}")
-    ids = ids[0]
+    ids = model._check_sequence(ids)  # int64 [T]
     T = len(ids)
     top_k = check_top_k(top_k, model.config.vocab_size)
     if targets is not None:

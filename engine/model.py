@@ -390,6 +390,16 @@ class GPT2:
         batched = ids.ndim == 2
         return (ids if batched else ids[None, :]).astype(np.int64, copy=False), batched
 
+    def _check_sequence(self, ids) -> np.ndarray:
+        """One sequence of token ids, as the analyses take it: ints [T], in the vocabulary, within
+        the context -> int64 [T]."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise InputError(f"token ids must be a [T] array (one sequence), got shape {ids.shape}")
+        ids = self._check_ids(ids)[0][0]  # int64 [T]
+        self._check_context(len(ids), None)
+        return ids
+
     def _check_context(self, n_slots: int, left_padding) -> None:
         longest = n_slots - (0 if left_padding is None else int(np.min(left_padding)))
         if longest > self.config.n_positions:

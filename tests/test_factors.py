@@ -81,3 +81,13 @@ def test_neuron_factors_of_the_tiny_model(tiny_model):
 def test_neuron_factors_refuse_bad_arguments(tiny_model, args, message):
     with pytest.raises(InputError, match=message):
         tiny_model.neuron_factors([1, 2, 3], **args)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([[1, 2, 3]], r"token ids must be a \[T\] array \(one sequence\), got shape \(1, 3\)"),
+    ([1, 50300], "token id 50300 is out of range for vocab_size 50257"),
+    ([1.5, 2.0], "token ids must be integers"),
+])
+def test_neuron_factors_refuse_bad_ids(tiny_model, ids, message):
+    with pytest.raises(InputError, match=message):
+        tiny_model.neuron_factors(ids)

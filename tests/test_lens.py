@@ -64,6 +64,8 @@ def test_lens_options(tiny_model):
         tiny_model.logit_lens(ids, targets=[11])
     with pytest.raises(InputError, match="one sequence"):
         tiny_model.logit_lens([ids, ids])
+    with pytest.raises(InputError, match="one sequence"):
+        tiny_model.logit_lens([ids])  # [1, T]: refused, as saliency and neuron_factors refuse it
 
 
 def test_lens_checks_its_options_before_the_forward_pass(tiny_model, monkeypatch):
