@@ -37,7 +37,7 @@ from .config import GPT2Config
 from .errors import InputError
 from .model import (
     AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights,
-    attention_scale, layer_norm, linear, log_softmax, merge_heads, softmax, split_heads,
+    attention_scale, layer_norm, linear, log_softmax, merge_heads, softmax, split_heads, unembed,
 )
 
 TARGETS = ("logprob", "prob")
@@ -205,8 +205,7 @@ def gpt2_forward(weights: GPT2Weights, config: GPT2Config, x, keep) -> tuple[np.
         x, s = block_forward(x, w, config, layer)  # [B, T, C]
         saved.append(s)
     x, ln_f = layer_norm_forward(x[:, keep], weights.ln_f, config.layer_norm_epsilon)  # [B, K, C]
-    B, K, C = x.shape
-    logits = (x.reshape(-1, C) @ weights.lm_head.T).reshape(B, K, -1)  # [B, K, V]
+    logits = unembed(x, weights.lm_head)  # [B, K, V]
     return logits, ForwardPass(saved, ln_f, keep, weights.lm_head, T)
 
 

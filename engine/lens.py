@@ -21,7 +21,7 @@ import numpy as np
 
 from .backward import as_integer
 from .errors import InputError
-from .model import layer_norm, softmax
+from .model import layer_norm, softmax, unembed
 
 
 @dataclass
@@ -49,8 +49,7 @@ def lens_names(n_layer: int) -> list[str]:
 
 def lens_logits(model, residual: np.ndarray) -> np.ndarray:
     """A residual-stream reading [..., C] -> logits float32 [..., V] through ln_f and the output layer."""
-    x = layer_norm(residual, model.weights.ln_f, model.config.layer_norm_epsilon)  # [..., C]
-    return (x.reshape(-1, x.shape[-1]) @ model.weights.lm_head.T).reshape(*x.shape[:-1], -1)  # [..., V]
+    return unembed(layer_norm(residual, model.weights.ln_f, model.config.layer_norm_epsilon), model.weights.lm_head)
 
 
 def check_top_k(top_k, vocab_size: int) -> int:

@@ -27,6 +27,14 @@ def test_last_reading_is_the_model_output(tiny_model):
     assert lens.target_ranks[-1, -1] == 1
 
 
+def test_last_reading_is_exactly_the_output_of_its_pass(tiny_model):
+    """The lens applies the model's own output layer (model.unembed): on the pass that captured the
+    reading, the last reading is bit for bit the logits, also for a few rows (the Numba path)."""
+    for ids in ([5, 6], tiny_model.tokenizer.encode(PROMPT)):
+        logits, cache = tiny_model.run_with_cache(ids, names=[("resid_post", 3)])
+        np.testing.assert_array_equal(lens_logits(tiny_model, cache["resid_post", 3]), logits)
+
+
 def test_lens_matches_transformers_hidden_states(tiny_model_dir, tiny_model):
     ids = tiny_model.tokenizer.encode(PROMPT)
     lens = tiny_model.logit_lens(ids, top_k=5)
