@@ -25,7 +25,6 @@ Left padding and the KV cache are not supported here: a row is one sequence from
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,7 @@ from kernels import causal_attention_reference, gelu
 from kernels.gelu import CUBIC_COEFF, SQRT_2_OVER_PI
 
 from .config import GPT2Config
-from .errors import InputError
+from .errors import InputError, as_integer
 from .model import (
     AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights,
     attention_scale, layer_norm, linear, log_softmax, merge_heads, softmax, split_heads, unembed,
@@ -268,18 +267,15 @@ def check_target(model, ids, target_id, position, of: str) -> tuple[np.ndarray, 
     p = as_integer(position, "position")
     if not -T <= p < T:
         raise InputError(f"position {p} is out of range for {T} tokens (use 0 to {T - 1}, or -1 for the last)")
-    if of not in TARGETS:
-        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    check_of(of)
     return ids, target, p % T
 
 
-def as_integer(value, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise InputError(f"{name} must be an integer, got {value!r}") from None
+def check_of(of: str) -> str:
+    """The scalar that is attributed: "logprob" or "prob"."""
+    if of not in TARGETS:
+        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    return of
 
 
 def input_gradients(model, ids, target_id: int, position: int = -1, of: str = "logprob") -> np.ndarray:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backward import TARGETS, as_integer, target_forward
-from .errors import InputError
+from .backward import check_of, target_forward
+from .errors import InputError, as_integer
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
 from .files import write_atomically
 from .generation import make_search, prompt_token_ids, run, single_sequence
@@ -257,8 +257,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     (default: when stderr is a terminal).
     """
     methods = [check_method(m) for m in (methods.split(",") if isinstance(methods, str) else methods)]
-    if of not in TARGETS:
-        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    check_of(of)
     if "integrated_gradients" in methods:
         steps = check_steps(steps)
     factors, iterations = check_factor_options(factors, iterations)

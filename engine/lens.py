@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import as_integer
-from .errors import InputError
+from .errors import InputError, check_integer
 from .model import layer_norm, softmax, unembed
 
 
@@ -54,10 +53,7 @@ def lens_logits(model, residual: np.ndarray) -> np.ndarray:
 
 def check_top_k(top_k, vocab_size: int) -> int:
     """The number of lens candidates: an integer from 1 to vocab_size."""
-    top_k = as_integer(top_k, "top_k")
-    if not 1 <= top_k <= vocab_size:
-        raise InputError(f"top_k must be an integer from 1 to {vocab_size}, got {top_k}")
-    return top_k
+    return check_integer("top_k", top_k, 1, vocab_size)
 
 
 def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLens:

@@ -27,14 +27,13 @@ K = positions whose logits are kept, V = vocab_size.
 from __future__ import annotations
 
 import math
-import operator
 import sys
 from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_integer
 from .model import log_softmax
 
 DEFAULT_BATCH_SIZE = 4
@@ -206,17 +205,6 @@ def window_options(n_positions: int, context, stride, batch_size, spell=lambda n
     check_integer(spell("stride"), stride, 1, context, f"the context ({context})")
     check_integer(spell("batch_size"), batch_size, 1, None, None)
     return context, stride
-
-
-def check_integer(name: str, value, low: int, high: int | None, high_name: str | None) -> None:
-    try:
-        number = operator.index(value)  # ints and numpy ints; floats and strings fail
-        ok = not isinstance(value, bool) and number >= low and (high is None or number <= high)
-    except TypeError:
-        ok = False
-    if not ok:
-        limit = f"from {low} to {high_name}" if high is not None else f">= {low}"
-        raise InputError(f"{name} must be an integer {limit}, got {value!r}")
 
 
 def progress_bar(total_windows: int, batch_size: int, progress: bool | None):

@@ -183,7 +183,7 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--methods", "gradient,lime"], "--methods: unknown saliency method 'lime'"),
     (["--steps", "0"], "--steps must be an integer from 1 to 10000, got 0"),
-    (["--factors", "0"], "--factors must be a positive integer"),
+    (["--factors", "0"], "--factors must be an integer >= 1, got 0"),
     (["--top-k", "0"], "--top-k must be a positive integer"),
     (["-n", "-2"], "--max-new-tokens must be 0 or more"),
     (["--output", "/nonexistent-dir/r.npz"], "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist"),

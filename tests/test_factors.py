@@ -75,8 +75,8 @@ def test_neuron_factors_of_the_tiny_model(tiny_model):
     (dict(layers=[4]), "layer 4 is out of range: the model has layers 0 to 3"),
     (dict(layers=[1, 1]), "layers must be distinct"),
     (dict(layers=[]), "at least one layer"),
-    (dict(factors=0), "factors must be a positive integer, got 0"),
-    (dict(iterations=0), "iterations must be a positive integer"),
+    (dict(factors=0), "factors must be an integer >= 1, got 0"),
+    (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
 ])
 def test_neuron_factors_refuse_bad_arguments(tiny_model, args, message):
     with pytest.raises(InputError, match=message):

@@ -131,7 +131,7 @@ def test_saliency_api_and_position(tiny_model):
 @pytest.mark.parametrize("args, message", [
     (dict(method="attention"), "unknown saliency method 'attention'; choose from gradient, grad_x_input"),
     (dict(method="integrated_gradients", steps=0), "steps must be an integer from 1 to 10000, got 0"),
-    (dict(method="integrated_gradients", steps=2.5), "steps must be an integer, got 2.5"),
+    (dict(method="integrated_gradients", steps=2.5), "steps must be an integer from 1 to 10000, got 2.5"),
     (dict(target_id=50300), "target_id 50300 is out of range"),
     (dict(position=9), "position 9 is out of range for 3 tokens"),
     (dict(of="logit"), "of must be one of 'logprob', 'prob'"),
