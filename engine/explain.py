@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from .files import write_atomically
 from .generation import make_search, prompt_token_ids, run, single_sequence
 from .lens import check_top_k, lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
+from .scoring import progress_bar
 
 FORMAT = "gpt2-engine explain"
 FORMAT_VERSION = 1
@@ -307,7 +307,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     saliency = {m: np.zeros((G, N), dtype=np.float32) for m in methods}
     ig_sum, ig_difference = np.zeros(G, dtype=np.float32), np.zeros(G, dtype=np.float32)
     erasure_drops = np.zeros((G if "erasure" in methods else 0, N), dtype=np.float32)
-    with progress_bar(G if methods else 0, progress) as bar:
+    with progress_bar(G if methods else 0, progress, unit="token", desc="saliency") as bar:
         for g in range(G if methods else 0):
             results = attribute_all(model, ids, int(ids[P + g]), P + g - 1, methods, of, steps)
             for m, r in results.items():
@@ -339,11 +339,3 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
         factor_errors=np.array([f.relative_error for f in found], dtype=np.float32),
         pieces=pieces,
     )
-
-
-def progress_bar(total: int, progress: bool | None):
-    from tqdm import tqdm
-
-    if progress is None:
-        progress = sys.stderr.isatty() and total > 1
-    return tqdm(total=total, unit="token", desc="saliency", disable=not progress, leave=False)
