@@ -269,17 +269,23 @@ def _assign(array: np.ndarray, units: np.ndarray, positions, values, what: str, 
         raise InputError(f"cannot set {what} of {where}: {error}") from None
 
 
+def _set_units(name: str, axis: int, what: str, layer: int, holder: str, units, values, positions) -> Intervention:
+    """The intervention at hook `name` that sets `units` (indices along `axis` of its array, called
+    `what` in messages, held by `holder`, e.g. "layer 1's MLP") to `values`, at all positions or some."""
+
+    def intervene(array):  # [B, T, I] (neurons, axis -1) or [B, T, H, D] (heads, axis 2)
+        index = _indices(what, units, array.shape[axis], holder)
+        _assign(array, index, positions, values, what, f"layer {layer}")
+        return array
+
+    return name, intervene
+
+
 def set_neurons(layer: int, neurons, values, positions=None) -> Intervention:
     """Set MLP neurons (post-GELU, `blocks.{layer}.mlp.hook_post`) to `values`, broadcast to
     [B, T, len(neurons)] (or [B, len(positions), len(neurons)] when `positions` are given)."""
-    name = f"blocks.{layer}.mlp.hook_post"
-
-    def intervene(post):  # [B, T, I]
-        index = _indices("neurons", neurons, post.shape[-1], f"layer {layer}'s MLP")
-        _assign(post, index, positions, values, "neurons", f"layer {layer}")
-        return post
-
-    return name, intervene
+    holder = f"layer {layer}'s MLP"
+    return _set_units(f"blocks.{layer}.mlp.hook_post", -1, "neurons", layer, holder, neurons, values, positions)
 
 
 def zero_neurons(layer: int, neurons, positions=None) -> Intervention:
@@ -291,14 +297,7 @@ def set_heads(layer: int, heads, values, positions=None) -> Intervention:
     """Set attention heads' outputs (`blocks.{layer}.attn.hook_z`, before the output projection)
     to `values`, broadcast to [B, T, len(heads), D]: e.g. the same heads' z from another run
     (activation patching)."""
-    name = f"blocks.{layer}.attn.hook_z"
-
-    def intervene(z):  # [B, T, H, D]
-        index = _indices("heads", heads, z.shape[2], f"layer {layer}")
-        _assign(z, index, positions, values, "heads", f"layer {layer}")
-        return z
-
-    return name, intervene
+    return _set_units(f"blocks.{layer}.attn.hook_z", 2, "heads", layer, f"layer {layer}", heads, values, positions)
 
 
 def zero_heads(layer: int, heads, positions=None) -> Intervention:
