@@ -25,7 +25,6 @@ Left padding and the KV cache are not supported here: a row is one sequence from
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,10 +33,10 @@ from kernels import causal_attention_reference, gelu
 from kernels.gelu import CUBIC_COEFF, SQRT_2_OVER_PI
 
 from .config import GPT2Config
-from .errors import InputError
+from .errors import InputError, as_integer
 from .model import (
     AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights,
-    attention_scale, layer_norm, linear, log_softmax, merge_heads, softmax, split_heads,
+    attention_scale, layer_norm, linear, log_softmax, merge_heads, softmax, split_heads, unembed,
 )
 
 TARGETS = ("logprob", "prob")
@@ -205,8 +204,7 @@ def gpt2_forward(weights: GPT2Weights, config: GPT2Config, x, keep) -> tuple[np.
         x, s = block_forward(x, w, config, layer)  # [B, T, C]
         saved.append(s)
     x, ln_f = layer_norm_forward(x[:, keep], weights.ln_f, config.layer_norm_epsilon)  # [B, K, C]
-    B, K, C = x.shape
-    logits = (x.reshape(-1, C) @ weights.lm_head.T).reshape(B, K, -1)  # [B, K, V]
+    logits = unembed(x, weights.lm_head)  # [B, K, V]
     return logits, ForwardPass(saved, ln_f, keep, weights.lm_head, T)
 
 
@@ -261,11 +259,7 @@ def target_gradients(weights: GPT2Weights, config: GPT2Config, x, position: int,
 
 def check_target(model, ids, target_id, position, of: str) -> tuple[np.ndarray, int, int]:
     """Validate (ids [T], target_id, position, of) -> (ids int64 [T], target, position in 0..T-1)."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise InputError(f"token ids must be a [T] array (one sequence), got shape {ids.shape}")
-    ids = model._check_ids(ids)[0][0]  # int64 [T], each in the vocabulary
-    model._check_context(len(ids), None)
+    ids = model._check_sequence(ids)  # int64 [T]
     T, V = len(ids), model.config.vocab_size
     target = as_integer(target_id, "target_id")
     if not 0 <= target < V:
@@ -273,18 +267,15 @@ def check_target(model, ids, target_id, position, of: str) -> tuple[np.ndarray, 
     p = as_integer(position, "position")
     if not -T <= p < T:
         raise InputError(f"position {p} is out of range for {T} tokens (use 0 to {T - 1}, or -1 for the last)")
-    if of not in TARGETS:
-        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    check_of(of)
     return ids, target, p % T
 
 
-def as_integer(value, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise InputError(f"{name} must be an integer, got {value!r}") from None
+def check_of(of: str) -> str:
+    """The scalar that is attributed: "logprob" or "prob"."""
+    if of not in TARGETS:
+        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    return of
 
 
 def input_gradients(model, ids, target_id: int, position: int = -1, of: str = "logprob") -> np.ndarray:

@@ -25,6 +25,7 @@ D = head size, I = MLP width.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -60,17 +61,24 @@ def hook_names(config: GPT2Config) -> list[str]:
     return names + ["ln_final.hook_normalized"]
 
 
-def act_name(short: str, layer: int | None = None) -> str:
-    """A TransformerLens short name to the full hook name: act_name("pattern", 3) ->
-    "blocks.3.attn.hook_pattern"; act_name("embed") -> "hook_embed". Full names pass through."""
-    if short in GLOBAL_SHORT_NAMES and layer is None:
-        return GLOBAL_SHORT_NAMES[short]
-    if short in SHORT_NAMES and layer is not None:
-        return f"blocks.{layer}.{SHORT_NAMES[short]}"
-    if layer is None and (short.startswith(("hook_", "blocks.", "ln_final."))):
-        return short
+def act_name(key, layer: int | None = None) -> str:
+    """A hook name from a key as users write it: a full name ("blocks.3.attn.hook_pattern"), a
+    TransformerLens short name ("embed"), or a short name with its layer, as a tuple ("pattern", 3)
+    or as two arguments act_name("pattern", 3). Anything else is an InputError."""
+    given = key if layer is None else (key, layer)
+    if isinstance(key, tuple) and layer is None:
+        key, layer = key if len(key) == 2 else (None, None)
+    layer_ok = layer is None or (isinstance(layer, numbers.Integral) and not isinstance(layer, bool))
+    if not isinstance(key, str) or not layer_ok:
+        raise InputError(f"an activation key must be a hook name or (short name, layer), got {given!r}")
+    if key in GLOBAL_SHORT_NAMES and layer is None:
+        return GLOBAL_SHORT_NAMES[key]
+    if key in SHORT_NAMES and layer is not None:
+        return f"blocks.{layer}.{SHORT_NAMES[key]}"
+    if layer is None and key.startswith(("hook_", "blocks.", "ln_final.")):
+        return key
     known = ", ".join(list(GLOBAL_SHORT_NAMES) + [f"({s!r}, layer)" for s in SHORT_NAMES])
-    raise InputError(f"unknown activation name {short!r}{'' if layer is None else f' with layer {layer}'}; "
+    raise InputError(f"unknown activation name {key!r}{'' if layer is None else f' with layer {layer}'}; "
                      f"give a full hook name or one of {known}")
 
 
@@ -86,11 +94,18 @@ class ActivationCache(Mapping):
         self.n_layer = n_layer
 
     def __getitem__(self, key) -> np.ndarray:
-        name = act_name(*key) if isinstance(key, tuple) else act_name(key)
+        name = act_name(key)
         try:
             return self._activations[name]
         except KeyError:
             raise KeyError(f"{name!r} was not captured (captured: {len(self._activations)} names)") from None
+
+    def __contains__(self, key) -> bool:
+        """Whether `key` was captured; False for keys that name no activation at all."""
+        try:
+            return act_name(key) in self._activations
+        except InputError:
+            return False
 
     def __iter__(self):
         return iter(self._activations)
@@ -118,7 +133,7 @@ def select_names(config: GPT2Config, names) -> list[str]:
         names = [names]
     chosen = []
     for item in names:
-        name = act_name(*item) if isinstance(item, tuple) else act_name(item)
+        name = act_name(item)
         if name not in every:
             raise InputError(f"no hook named {name!r} in this model ({config.n_layer} layers: blocks.0 to "
                              f"blocks.{config.n_layer - 1}); see engine.capture.hook_names")
@@ -254,17 +269,23 @@ def _assign(array: np.ndarray, units: np.ndarray, positions, values, what: str, 
         raise InputError(f"cannot set {what} of {where}: {error}") from None
 
 
+def _set_units(name: str, axis: int, what: str, layer: int, holder: str, units, values, positions) -> Intervention:
+    """The intervention at hook `name` that sets `units` (indices along `axis` of its array, called
+    `what` in messages, held by `holder`, e.g. "layer 1's MLP") to `values`, at all positions or some."""
+
+    def intervene(array):  # [B, T, I] (neurons, axis -1) or [B, T, H, D] (heads, axis 2)
+        index = _indices(what, units, array.shape[axis], holder)
+        _assign(array, index, positions, values, what, f"layer {layer}")
+        return array
+
+    return name, intervene
+
+
 def set_neurons(layer: int, neurons, values, positions=None) -> Intervention:
     """Set MLP neurons (post-GELU, `blocks.{layer}.mlp.hook_post`) to `values`, broadcast to
     [B, T, len(neurons)] (or [B, len(positions), len(neurons)] when `positions` are given)."""
-    name = f"blocks.{layer}.mlp.hook_post"
-
-    def intervene(post):  # [B, T, I]
-        index = _indices("neurons", neurons, post.shape[-1], f"layer {layer}'s MLP")
-        _assign(post, index, positions, values, "neurons", f"layer {layer}")
-        return post
-
-    return name, intervene
+    holder = f"layer {layer}'s MLP"
+    return _set_units(f"blocks.{layer}.mlp.hook_post", -1, "neurons", layer, holder, neurons, values, positions)
 
 
 def zero_neurons(layer: int, neurons, positions=None) -> Intervention:
@@ -276,14 +297,7 @@ def set_heads(layer: int, heads, values, positions=None) -> Intervention:
     """Set attention heads' outputs (`blocks.{layer}.attn.hook_z`, before the output projection)
     to `values`, broadcast to [B, T, len(heads), D]: e.g. the same heads' z from another run
     (activation patching)."""
-    name = f"blocks.{layer}.attn.hook_z"
-
-    def intervene(z):  # [B, T, H, D]
-        index = _indices("heads", heads, z.shape[2], f"layer {layer}")
-        _assign(z, index, positions, values, "heads", f"layer {layer}")
-        return z
-
-    return name, intervene
+    return _set_units(f"blocks.{layer}.attn.hook_z", 2, "heads", layer, f"layer {layer}", heads, values, positions)
 
 
 def zero_heads(layer: int, heads, positions=None) -> Intervention:

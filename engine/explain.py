@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .backward import TARGETS, as_integer, target_forward
-from .errors import InputError
+from .backward import check_of, target_forward
+from .errors import InputError, as_integer
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
 from .files import write_atomically
-from .lens import lens_names, logit_lens
+from .generation import make_search, prompt_token_ids, run, single_sequence
+from .lens import check_top_k, lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
+from .scoring import progress_bar
 
 FORMAT = "gpt2-engine explain"
 FORMAT_VERSION = 1
@@ -256,32 +257,32 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     (default: when stderr is a terminal).
     """
     methods = [check_method(m) for m in (methods.split(",") if isinstance(methods, str) else methods)]
-    if of not in TARGETS:
-        raise InputError(f"of must be one of {', '.join(map(repr, TARGETS))}, got {of!r}")
+    check_of(of)
     if "integrated_gradients" in methods:
         steps = check_steps(steps)
     factors, iterations = check_factor_options(factors, iterations)
+    top_k = check_top_k(top_k, model.config.vocab_size)
     max_new_tokens = as_integer(max_new_tokens, "max_new_tokens")
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-    if isinstance(prompt, str):
-        if model.tokenizer is None:
-            raise InputError("this model has no tokenizer: pass the prompt as token ids")
-        prompt_ids = model.tokenizer.encode(prompt)
-    else:
-        prompt_ids = [int(i) for i in prompt]
-    if not prompt_ids:
-        raise InputError("the prompt is empty: give some text (or start it with <|endoftext|>)")
-    model._check_ids(np.asarray(prompt_ids))
+    # The prompt as generation reads it (with bos=True, <|endoftext|> first: the sequence analysed
+    # is the one the generator saw).
+    bos = generation_options.get("bos", False)
+    prompts, single = prompt_token_ids(model, prompt, bos)
+    if not single:
+        raise InputError(f"explain takes one prompt (text or token ids), got a batch of {len(prompts)}")
+    prompt_ids = prompts[0]
 
     finish_reason = None
     new_ids: list[int] = []
     if max_new_tokens > 0:
-        result = model.generate(prompt, max_new_tokens=max_new_tokens, **generation_options)
-        new_ids, finish_reason = [int(i) for i in result.token_ids], getattr(result, "finish_reason", None)
-    ids = np.array(prompt_ids + new_ids, dtype=np.int64)  # [N]
+        options = {**generation_options, "max_new_tokens": max_new_tokens, "bos": False}  # BOS is in prompt_ids
+        search, _ = make_search(model, prompt_ids, options)
+        single_sequence(search, True, "explain")
+        result = run(search)[0]
+        new_ids, finish_reason = result.token_ids, result.finish_reason
+    ids = model._check_sequence(prompt_ids + new_ids)  # int64 [N]
     N, P, c = len(ids), len(prompt_ids), model.config
-    model._check_context(N, None)
 
     # One captured pass: the lens readings, the attention and the MLP activations.
     names = lens_names(c.n_layer) + [f"blocks.{i}.attn.hook_pattern" for i in range(c.n_layer)]
@@ -306,7 +307,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     saliency = {m: np.zeros((G, N), dtype=np.float32) for m in methods}
     ig_sum, ig_difference = np.zeros(G, dtype=np.float32), np.zeros(G, dtype=np.float32)
     erasure_drops = np.zeros((G if "erasure" in methods else 0, N), dtype=np.float32)
-    with progress_bar(G if methods else 0, progress) as bar:
+    with progress_bar(G if methods else 0, progress, unit="token", desc="saliency") as bar:
         for g in range(G if methods else 0):
             results = attribute_all(model, ids, int(ids[P + g]), P + g - 1, methods, of, steps)
             for m, r in results.items():
@@ -321,7 +322,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     shown = set(ids.tolist()) | set(lens.top_ids.ravel().tolist()) | set(lens.targets.tolist())
     pieces = dict(zip(sorted(shown), token_texts(model.tokenizer, sorted(shown))))
     return Explanation(
-        model=str(model.source), prompt=prompt if isinstance(prompt, str) else "".join(token_texts(model.tokenizer, prompt_ids)),
+        model=str(model.source), prompt=prompt if isinstance(prompt, str) else "".join(token_texts(model.tokenizer, prompt_ids[int(bool(bos)):])),
         config={"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "n_positions": c.n_positions,
                 "vocab_size": c.vocab_size, "mlp_width": c.mlp_width},
         token_ids=ids, tokens=[pieces[i] for i in ids.tolist()], prompt_length=P, finish_reason=finish_reason,
@@ -338,11 +339,3 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
         factor_errors=np.array([f.relative_error for f in found], dtype=np.float32),
         pieces=pieces,
     )
-
-
-def progress_bar(total: int, progress: bool | None):
-    from tqdm import tqdm
-
-    if progress is None:
-        progress = sys.stderr.isatty() and total > 1
-    return tqdm(total=total, unit="token", desc="saliency", disable=not progress, leave=False)

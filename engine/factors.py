@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import as_integer
-from .errors import InputError
+from .errors import InputError, as_integer, check_integer
 
 EPSILON = np.finfo(np.float32).eps  # replaces a zero denominator, as scikit-learn's "mu" solver does
 DEFAULT_FACTORS = 10  # Ecco's default
@@ -124,12 +123,8 @@ def check_layers(layers, n_layer: int) -> list[int]:
 
 
 def check_factor_options(k, iterations) -> tuple[int, int]:
-    k, iterations = as_integer(k, "factors"), as_integer(iterations, "iterations")
-    if k < 1:
-        raise InputError(f"factors must be a positive integer, got {k}")
-    if iterations < 1:
-        raise InputError(f"iterations must be a positive integer, got {iterations}")
-    return k, iterations
+    """(factors, iterations) as ints, each at least 1."""
+    return check_integer("factors", k, 1), check_integer("iterations", iterations, 1)
 
 
 def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, seed: int = 0,
@@ -141,7 +136,5 @@ def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, s
     factors, iterations = check_factor_options(factors, iterations)
     names = [f"blocks.{i}.mlp.hook_post" for i in layers]
     if cache is None:
-        if np.ndim(ids) != 1:
-            raise InputError(f"token ids must be a [T] array (one sequence), got shape {np.shape(ids)}")
-        _, cache = model.run_with_cache(ids, names=names)
+        _, cache = model.run_with_cache(model._check_sequence(ids), names=names)
     return factorise(np.stack([cache[n] for n in names]), layers, factors, seed=seed, iterations=iterations)

@@ -218,6 +218,8 @@ def prompt_token_ids(model, prompt, bos: bool) -> tuple[list[list[int]], bool]:
     eos, n_vocab = model.config.eos_token_id, model.config.vocab_size
     batch = []
     for i, p in enumerate(prompts):
+        if isinstance(p, str) and model.tokenizer is None:
+            raise InputError("this model has no tokenizer: pass the prompt as token ids")
         ids = model.tokenizer.encode(p) if isinstance(p, str) else [int(x) for x in p]
         if bos:
             ids = [eos] + ids
@@ -655,6 +657,13 @@ def single_sequence(search, single: bool, what: str) -> None:
         raise InputError(f"{what} takes one prompt and makes one sequence (no num_return_sequences > 1, no beams)")
 
 
+def run(search) -> list[GenerationResult]:
+    """Generate to the end: the results of every row (see `results()` of the search)."""
+    for _ in search.steps():
+        pass
+    return search.results()
+
+
 def generate(model, prompt, *, capture=None, **options):
     """Continue `prompt` by up to `max_new_tokens` tokens.
 
@@ -678,9 +687,7 @@ def generate(model, prompt, *, capture=None, **options):
         single_sequence(search, single, "capture=")
         recorder = StepwiseCapture(model.config, names=None if capture is True else capture)
         search.hooks = recorder.hooks
-    for _ in search.steps():
-        pass
-    results = search.results()
+    results = run(search)
     if recorder is not None:
         results[0].activations = recorder.cache()
     return results[0] if single and len(results) == 1 else results

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import as_integer
-from .errors import InputError
-from .model import layer_norm, softmax
+from .errors import InputError, check_integer
+from .model import layer_norm, softmax, unembed
 
 
 @dataclass
@@ -49,8 +48,12 @@ def lens_names(n_layer: int) -> list[str]:
 
 def lens_logits(model, residual: np.ndarray) -> np.ndarray:
     """A residual-stream reading [..., C] -> logits float32 [..., V] through ln_f and the output layer."""
-    x = layer_norm(residual, model.weights.ln_f, model.config.layer_norm_epsilon)  # [..., C]
-    return (x.reshape(-1, x.shape[-1]) @ model.weights.lm_head.T).reshape(*x.shape[:-1], -1)  # [..., V]
+    return unembed(layer_norm(residual, model.weights.ln_f, model.config.layer_norm_epsilon), model.weights.lm_head)
+
+
+def check_top_k(top_k, vocab_size: int) -> int:
+    """The number of lens candidates: an integer from 1 to vocab_size."""
+    return check_integer("top_k", top_k, 1, vocab_size)
 
 
 def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLens:
@@ -60,21 +63,17 @@ def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLen
     the last position the model's own top prediction. cache: an ActivationCache of this run holding
     the lens readings (`lens_names`), to save a forward pass.
     """
-    ids = model._check_ids(np.asarray(ids))[0]
-    if ids.shape[0] != 1:
-        raise InputError(f"token ids must be a [T] array (one sequence), got shape {np.shape(ids)}")
-    ids = ids[0]
-    T, V = len(ids), model.config.vocab_size
-    top_k = as_integer(top_k, "top_k")
-    if not 1 <= top_k <= V:
-        raise InputError(f"top_k must be an integer from 1 to {V}, got {top_k}")
+    ids = model._check_sequence(ids)  # int64 [T]
+    T = len(ids)
+    top_k = check_top_k(top_k, model.config.vocab_size)
+    if targets is not None:
+        targets = model._check_ids(np.asarray(targets))[0]  # [rows, T']
+        if targets.shape != (1, T):
+            raise InputError(f"targets must be {T} token ids (one per position), got shape {np.shape(targets)}")
+        targets = targets[0]  # [T]
     names = lens_names(model.config.n_layer)
     if cache is None:
         _, cache = model.run_with_cache(ids, names=names)
-    if targets is not None:
-        targets = model._check_ids(np.asarray(targets))[0][0]
-        if targets.shape != (T,):
-            raise InputError(f"targets must be {T} token ids (one per position), got {len(targets)}")
 
     R = len(names)
     top_ids = np.empty((R, T, top_k), dtype=np.int64)

@@ -150,6 +150,12 @@ def linear(x, p: LinearWeights):  # [..., in] -> [..., out]
     return out.reshape(*x.shape[:-1], p.weight.shape[1])
 
 
+def unembed(x, lm_head):  # [..., C] -> [..., V]
+    # The tied output layer: x @ wte.T, reading wte as stored (no transposed copy): kernels/linear.py.
+    logits = kernels.matmul_transposed(x.reshape(-1, x.shape[-1]), lm_head)  # [N, C] @ [C, V] -> [N, V]
+    return logits.reshape(*x.shape[:-1], lm_head.shape[0])
+
+
 def softmax(x, axis=-1):  # [..., V] -> [..., V], rows summing to 1
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -282,9 +288,7 @@ def gpt2_forward(
     x = layer_norm(x, weights.ln_f, config.layer_norm_epsilon)  # [B, K, C]
     if hooks is not None:
         x = hooks("ln_final.hook_normalized", x)
-    # x @ wte.T, reading wte as stored (no transposed copy): kernels/linear.py.
-    logits = kernels.matmul_transposed(x.reshape(-1, x.shape[-1]), weights.lm_head)  # [B*K, V]
-    return logits.reshape(B, x.shape[1], -1)  # [B, K, V]
+    return unembed(x, weights.lm_head)  # [B, K, V]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,6 +393,16 @@ class GPT2:
             raise InputError(f"token id {bad} is out of range for vocab_size {self.config.vocab_size}")
         batched = ids.ndim == 2
         return (ids if batched else ids[None, :]).astype(np.int64, copy=False), batched
+
+    def _check_sequence(self, ids) -> np.ndarray:
+        """One sequence of token ids, as the analyses take it: ints [T], in the vocabulary, within
+        the context -> int64 [T]."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise InputError(f"token ids must be a [T] array (one sequence), got shape {ids.shape}")
+        ids = self._check_ids(ids)[0][0]  # int64 [T]
+        self._check_context(len(ids), None)
+        return ids
 
     def _check_context(self, n_slots: int, left_padding) -> None:
         longest = n_slots - (0 if left_padding is None else int(np.min(left_padding)))

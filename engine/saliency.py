@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import as_integer, check_target, embedding_forward, target_forward, target_gradients
+from .backward import check_target, embedding_forward, target_forward, target_gradients
 from .capture import run_with_hooks
-from .errors import InputError
+from .errors import InputError, check_integer
 
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "erasure")
 DEFAULT_STEPS = 50  # Captum's default for integrated gradients
@@ -98,10 +98,8 @@ def check_method(method: str) -> str:
 
 
 def check_steps(steps) -> int:
-    steps = as_integer(steps, "steps")
-    if not 1 <= steps <= 10_000:
-        raise InputError(f"steps must be an integer from 1 to 10000, got {steps}")
-    return steps
+    """Integrated-gradients steps: an integer from 1 to 10000."""
+    return check_integer("steps", steps, 1, 10_000)
 
 
 def attribute(model, ids, target_id: int, position: int = -1, method: str = "grad_x_input", of: str = "logprob",

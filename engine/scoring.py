@@ -27,14 +27,13 @@ K = positions whose logits are kept, V = vocab_size.
 from __future__ import annotations
 
 import math
-import operator
 import sys
 from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_integer
 from .model import log_softmax
 
 DEFAULT_BATCH_SIZE = 4
@@ -128,7 +127,8 @@ def score(model, text_or_ids, *, bos: bool = False, context: int | None = None, 
     logprobs = np.full(len(tokens), np.nan, dtype=np.float32)  # [N]
     window_of = np.full(len(tokens), -1, dtype=np.int64)  # [N]
     batches = window_batches(windows, batch_size)
-    with progress_bar(sum(len(b) for b in batches), batch_size, progress) as bar:
+    total_windows = sum(len(b) for b in batches)
+    with progress_bar(total_windows, progress, unit="window", desc="scoring", show_above=batch_size) as bar:
         for batch in batches:
             for index, row_logprobs in zip(batch, window_logprobs(model, tokens, [windows[i] for i in batch])):
                 w = windows[index]
@@ -208,20 +208,11 @@ def window_options(n_positions: int, context, stride, batch_size, spell=lambda n
     return context, stride
 
 
-def check_integer(name: str, value, low: int, high: int | None, high_name: str | None) -> None:
-    try:
-        number = operator.index(value)  # ints and numpy ints; floats and strings fail
-        ok = not isinstance(value, bool) and number >= low and (high is None or number <= high)
-    except TypeError:
-        ok = False
-    if not ok:
-        limit = f"from {low} to {high_name}" if high is not None else f">= {low}"
-        raise InputError(f"{name} must be an integer {limit}, got {value!r}")
-
-
-def progress_bar(total_windows: int, batch_size: int, progress: bool | None):
+def progress_bar(total: int, progress: bool | None, *, unit: str, desc: str, show_above: int = 1):
+    """A tqdm bar on stderr for `total` units. progress None: shown when stderr is a terminal and
+    there are more than `show_above` units (a single batch would only flash a bar)."""
     from tqdm import tqdm
 
     if progress is None:
-        progress = sys.stderr.isatty() and total_windows > batch_size
-    return tqdm(total=total_windows, unit="window", desc="scoring", disable=not progress, leave=False)
+        progress = sys.stderr.isatty() and total > show_above
+    return tqdm(total=total, unit=unit, desc=desc, disable=not progress, leave=False)

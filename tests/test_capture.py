@@ -110,6 +110,23 @@ def test_names_filter(tiny_model):
     with pytest.raises(InputError, match="unknown activation name 'resid'"):
         tiny_model.run_with_cache([1, 2], names=[("resid", 0)])
     assert act_name("ln_final") == "ln_final.hook_normalized"
+    assert act_name(("pattern", 3)) == act_name("pattern", 3) == "blocks.3.attn.hook_pattern"
+
+
+def test_keys_that_are_not_hook_names_are_user_errors(tiny_model):
+    """Tuples, and keys that are not strings, go through one check: an InputError, or False for `in`."""
+    post = tiny_model.run_with_hooks([1, 2], fwd_hooks=[(("post", 1), lambda a: a * 0)])
+    np.testing.assert_array_equal(post, tiny_model.run_with_hooks([1, 2], fwd_hooks=[zero_neurons(1, range(512))]))
+    for bad in (5, None, ("post",), ("post", 1, 2), ("post", "1"), ("post", True)):
+        with pytest.raises(InputError, match="must be a hook name or \\(short name, layer\\)"):
+            tiny_model.run_with_hooks([1, 2], fwd_hooks=[(bad, lambda a: a)])
+        with pytest.raises(InputError, match="must be a hook name or \\(short name, layer\\)"):
+            tiny_model.run_with_cache([1, 2], names=[bad])
+    _, cache = tiny_model.run_with_cache([1, 2], names=[("post", 1)])
+    with pytest.raises(InputError, match="must be a hook name or \\(short name, layer\\)"):
+        cache[5]
+    assert ("post", 1) in cache and "blocks.1.mlp.hook_post" in cache
+    assert "nonsense" not in cache and ("post", 0) not in cache and 5 not in cache and ("resid", 0) not in cache
 
 
 def test_the_plain_path_pays_nothing(tiny_model, monkeypatch):

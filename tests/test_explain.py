@@ -128,6 +128,40 @@ def test_prompt_alone_and_options(tiny_model):
         tiny_model.explain("To be", max_new_tokens=300)
 
 
+def test_prompt_handling_is_generations(tiny_model):
+    """explain reads its prompt as generate does: with bos=True the analysed sequence starts with
+    <|endoftext|>, as the generator saw it; batches, several sequences and non-integer ids are refused."""
+    prompt_ids = tiny_model.tokenizer.encode("To be")
+    e = tiny_model.explain("To be", max_new_tokens=2, methods=[], factors=2, iterations=5, bos=True)
+    generated = tiny_model.generate("To be", max_new_tokens=2, bos=True)
+    assert e.token_ids.tolist() == [tiny_model.config.eos_token_id] + prompt_ids + generated.token_ids
+    assert e.prompt_length == len(prompt_ids) + 1 and e.tokens[0] == "<|endoftext|>"
+    alone = tiny_model.explain(prompt_ids, max_new_tokens=0, methods=[], factors=2, iterations=5, bos=True)
+    assert alone.token_ids.tolist() == [tiny_model.config.eos_token_id] + prompt_ids
+    with pytest.raises(InputError, match="explain takes one prompt"):
+        tiny_model.explain(["To be", "or not"], max_new_tokens=1)
+    with pytest.raises(InputError, match="explain takes one prompt and makes one sequence"):
+        tiny_model.explain("To be", max_new_tokens=2, num_return_sequences=2, temperature=1.0)
+    with pytest.raises(InputError, match="explain takes one prompt and makes one sequence"):
+        tiny_model.explain("To be", max_new_tokens=2, num_beams=2)
+    for max_new_tokens in (0, 1):
+        with pytest.raises(InputError, match="the prompt must be a string, a list of strings, token ids"):
+            tiny_model.explain([1.7, 2.2], max_new_tokens=max_new_tokens)
+    with pytest.raises(InputError, match="token id 50300 is out of range"):
+        tiny_model.explain([1, 50300], max_new_tokens=0)
+
+
+def test_options_are_checked_before_generating(tiny_model, monkeypatch):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation ran before the options were checked")
+
+    monkeypatch.setattr(type(tiny_model), "run_with_cache", no_generation)
+    monkeypatch.setattr("engine.generation.prefill", no_generation)
+    for top_k in (0, 50258, 2.5):
+        with pytest.raises(InputError, match="top_k must be an integer"):
+            tiny_model.explain("To be", max_new_tokens=2, top_k=top_k)
+
+
 def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_path):
     """The issue-7 page for 20 generated tokens on the 124M shape must stay under 2 MB: the arrays a
     page needs, raw, stay well under that (base64 adds a third). No saliency is computed here, to
@@ -149,7 +183,7 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--methods", "gradient,lime"], "--methods: unknown saliency method 'lime'"),
     (["--steps", "0"], "--steps must be an integer from 1 to 10000, got 0"),
-    (["--factors", "0"], "--factors must be a positive integer"),
+    (["--factors", "0"], "--factors must be an integer >= 1, got 0"),
     (["--top-k", "0"], "--top-k must be a positive integer"),
     (["-n", "-2"], "--max-new-tokens must be 0 or more"),
     (["--output", "/nonexistent-dir/r.npz"], "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist"),

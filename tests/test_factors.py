@@ -75,9 +75,19 @@ def test_neuron_factors_of_the_tiny_model(tiny_model):
     (dict(layers=[4]), "layer 4 is out of range: the model has layers 0 to 3"),
     (dict(layers=[1, 1]), "layers must be distinct"),
     (dict(layers=[]), "at least one layer"),
-    (dict(factors=0), "factors must be a positive integer, got 0"),
-    (dict(iterations=0), "iterations must be a positive integer"),
+    (dict(factors=0), "factors must be an integer >= 1, got 0"),
+    (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
 ])
 def test_neuron_factors_refuse_bad_arguments(tiny_model, args, message):
     with pytest.raises(InputError, match=message):
         tiny_model.neuron_factors([1, 2, 3], **args)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([[1, 2, 3]], r"token ids must be a \[T\] array \(one sequence\), got shape \(1, 3\)"),
+    ([1, 50300], "token id 50300 is out of range for vocab_size 50257"),
+    ([1.5, 2.0], "token ids must be integers"),
+])
+def test_neuron_factors_refuse_bad_ids(tiny_model, ids, message):
+    with pytest.raises(InputError, match=message):
+        tiny_model.neuron_factors(ids)

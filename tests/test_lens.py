@@ -27,6 +27,14 @@ def test_last_reading_is_the_model_output(tiny_model):
     assert lens.target_ranks[-1, -1] == 1
 
 
+def test_last_reading_is_exactly_the_output_of_its_pass(tiny_model):
+    """The lens applies the model's own output layer (model.unembed): on the pass that captured the
+    reading, the last reading is bit for bit the logits, also for a few rows (the Numba path)."""
+    for ids in ([5, 6], tiny_model.tokenizer.encode(PROMPT)):
+        logits, cache = tiny_model.run_with_cache(ids, names=[("resid_post", 3)])
+        np.testing.assert_array_equal(lens_logits(tiny_model, cache["resid_post", 3]), logits)
+
+
 def test_lens_matches_transformers_hidden_states(tiny_model_dir, tiny_model):
     ids = tiny_model.tokenizer.encode(PROMPT)
     lens = tiny_model.logit_lens(ids, top_k=5)
@@ -64,3 +72,20 @@ def test_lens_options(tiny_model):
         tiny_model.logit_lens(ids, targets=[11])
     with pytest.raises(InputError, match="one sequence"):
         tiny_model.logit_lens([ids, ids])
+    with pytest.raises(InputError, match="one sequence"):
+        tiny_model.logit_lens([ids])  # [1, T]: refused, as saliency and neuron_factors refuse it
+
+
+def test_lens_checks_its_options_before_the_forward_pass(tiny_model, monkeypatch):
+    ids = tiny_model.tokenizer.encode("To be, or not")
+
+    def no_forward_pass(*args, **kwargs):
+        raise AssertionError("the forward pass ran before the options were checked")
+
+    monkeypatch.setattr(type(tiny_model), "run_with_cache", no_forward_pass)
+    with pytest.raises(InputError, match=f"targets must be {len(ids)} token ids"):
+        tiny_model.logit_lens(ids, targets=[11])
+    with pytest.raises(InputError, match=f"targets must be {len(ids)} token ids"):
+        tiny_model.logit_lens(ids, targets=[ids, ids])  # two rows of targets: not silently row 0
+    with pytest.raises(InputError, match="top_k must be an integer"):
+        tiny_model.logit_lens(ids, top_k=0)
