@@ -390,41 +390,29 @@ def add_explain_parser(subparsers) -> None:
 
 
 def check_explain_options(args) -> None:
-    """Refuse bad --methods, --steps, --factors, --max-new-tokens before the model is loaded, naming the option."""
-    from .errors import InputError
-    from .factors import check_factor_options
+    """Refuse bad options before the model is loaded: the library's own checks, naming the flags."""
+    from .errors import check_integer
+    from .factors import DEFAULT_ITERATIONS, check_factor_options
     from .saliency import check_method, check_steps
 
-    checks = [("--methods", None, lambda: [check_method(m) for m in args.methods.split(",")]),
-              ("--steps", "steps", lambda: check_steps(args.steps)),
-              ("--factors", "factors", lambda: check_factor_options(args.factors, 1))]
-    for option, name, check in checks:
-        try:
-            check()
-        except InputError as error:
-            message = str(error)
-            raise GPT2Error(message.replace(f"{name} must", f"{option} must", 1) if name else f"{option}: {message}") from None
-    if args.max_new_tokens < 0:
-        raise GPT2Error(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
-    if args.top_k < 1:
-        raise GPT2Error(f"--top-k must be a positive integer, got {args.top_k}")
+    for method in args.methods.split(","):
+        check_method(method, "--methods")
+    check_steps(args.steps, "--steps")
+    check_factor_options(args.factors, DEFAULT_ITERATIONS, "--factors")
+    check_integer("--max-new-tokens", args.max_new_tokens, 0)
+    check_integer("--top-k", args.top_k, 1)  # its upper limit, the vocabulary, is known once the model is loaded
 
 
 def run_explain(args) -> int:
-    import os
-    from pathlib import Path
+    from .files import check_destination
+    from .lens import check_top_k
 
     for option, destination in (("--output", args.output), ("--html", args.html)):
         if destination is not None:  # refuse an unwritable destination before the long computation
-            directory = Path(destination).parent
-            if not directory.is_dir():
-                raise GPT2Error(f"{option} {destination}: the directory {directory} does not exist")
-            if not os.access(directory, os.W_OK):
-                raise GPT2Error(f"{option} {destination}: the directory {directory} is not writable")
+            check_destination(destination, f"{option} {destination}")
     check_explain_options(args)
     model = load_model(args.model)
-    if args.top_k > model.config.vocab_size:
-        raise GPT2Error(f"--top-k must be at most the vocabulary size, {model.config.vocab_size}, got {args.top_k}")
+    check_top_k(args.top_k, model.config.vocab_size, "--top-k")
     result = model.explain(
         args.prompt, max_new_tokens=args.max_new_tokens, methods=args.methods.split(","), of=args.of,
         steps=args.steps, top_k=args.top_k, factors=args.factors, seed=args.seed,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .backward import check_of, target_forward
-from .errors import InputError, as_integer
+from .errors import InputError, check_integer
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
 from .files import write_atomically
 from .generation import make_search, prompt_token_ids, run, single_sequence
@@ -262,9 +262,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
         steps = check_steps(steps)
     factors, iterations = check_factor_options(factors, iterations)
     top_k = check_top_k(top_k, model.config.vocab_size)
-    max_new_tokens = as_integer(max_new_tokens, "max_new_tokens")
-    if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    max_new_tokens = check_integer("max_new_tokens", max_new_tokens, 0)
     # The prompt as generation reads it (with bos=True, <|endoftext|> first: the sequence analysed
     # is the one the generator saw).
     bos = generation_options.get("bos", False)

@@ -122,9 +122,9 @@ def check_layers(layers, n_layer: int) -> list[int]:
     return chosen
 
 
-def check_factor_options(k, iterations) -> tuple[int, int]:
-    """(factors, iterations) as ints, each at least 1."""
-    return check_integer("factors", k, 1), check_integer("iterations", iterations, 1)
+def check_factor_options(k, iterations, name: str = "factors") -> tuple[int, int]:
+    """(factors, iterations) as ints, each at least 1; `name` is the argument that set k (the CLI's flag)."""
+    return check_integer(name, k, 1), check_integer("iterations", iterations, 1)
 
 
 def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, seed: int = 0,

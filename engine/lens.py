@@ -51,9 +51,9 @@ def lens_logits(model, residual: np.ndarray) -> np.ndarray:
     return unembed(layer_norm(residual, model.weights.ln_f, model.config.layer_norm_epsilon), model.weights.lm_head)
 
 
-def check_top_k(top_k, vocab_size: int) -> int:
+def check_top_k(top_k, vocab_size: int, name: str = "top_k") -> int:
     """The number of lens candidates: an integer from 1 to vocab_size."""
-    return check_integer("top_k", top_k, 1, vocab_size)
+    return check_integer(name, top_k, 1, vocab_size)
 
 
 def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLens:

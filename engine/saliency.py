@@ -91,15 +91,16 @@ def token_scores(attributions: np.ndarray) -> np.ndarray:
     return (size / total if total > 0 else size).astype(np.float32)
 
 
-def check_method(method: str) -> str:
+def check_method(method: str, name: str | None = None) -> str:
+    """A saliency method's name; `name`, if given, is the argument the error names (the CLI's flag)."""
     if method not in METHODS:
-        raise InputError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+        raise InputError(f"{name + ': ' if name else ''}unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
     return method
 
 
-def check_steps(steps) -> int:
+def check_steps(steps, name: str = "steps") -> int:
     """Integrated-gradients steps: an integer from 1 to 10000."""
-    return check_integer("steps", steps, 1, 10_000)
+    return check_integer(name, steps, 1, 10_000)
 
 
 def attribute(model, ids, target_id: int, position: int = -1, method: str = "grad_x_input", of: str = "logprob",

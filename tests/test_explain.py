@@ -120,7 +120,7 @@ def test_prompt_alone_and_options(tiny_model):
     assert e.prompt == "To be, or not" and e.ig_steps is None and e.erasure_drops.shape == (0, 5)
     with pytest.raises(InputError, match="unknown saliency method 'shap'"):
         tiny_model.explain("To be", max_new_tokens=1, methods=["shap"])
-    with pytest.raises(InputError, match="max_new_tokens must be 0 or more"):
+    with pytest.raises(InputError, match="max_new_tokens must be an integer >= 0, got -1"):
         tiny_model.explain("To be", max_new_tokens=-1)
     with pytest.raises(InputError, match="the prompt is empty"):
         tiny_model.explain("", max_new_tokens=1)
@@ -184,8 +184,9 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
     (["--methods", "gradient,lime"], "--methods: unknown saliency method 'lime'"),
     (["--steps", "0"], "--steps must be an integer from 1 to 10000, got 0"),
     (["--factors", "0"], "--factors must be an integer >= 1, got 0"),
-    (["--top-k", "0"], "--top-k must be a positive integer"),
-    (["-n", "-2"], "--max-new-tokens must be 0 or more"),
+    (["--top-k", "0"], "--top-k must be an integer >= 1, got 0"),
+    (["--top-k", "60000"], "--top-k must be an integer from 1 to 50257, got 60000"),
+    (["-n", "-2"], "--max-new-tokens must be an integer >= 0, got -2"),
     (["--output", "/nonexistent-dir/r.npz"], "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist"),
     (["-n", "400"], "max_new_tokens=400 would pass the context of 256 tokens"),
 ])
