@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_integer
 from .model import log_softmax
 from .sampling import greedy_choice, process_scores, row_generator, sample_choice
 
@@ -133,9 +133,7 @@ class GenerationOptions:
 
         for name, low in (("max_new_tokens", 1), ("num_return_sequences", 1), ("num_beams", 1),
                           ("no_repeat_ngram_size", 0), ("min_new_tokens", 0)):
-            value = getattr(self, name)
-            if not is_int(value) or value < low:
-                fail(name, f"an integer >= {low}", value)
+            check_integer(spell(name), getattr(self, name), low)
         t = self.temperature
         if not is_number(t) or t < 0:
             fail("temperature", "a number >= 0 (0 is greedy)", t)
@@ -146,8 +144,8 @@ class GenerationOptions:
             fail("top_p", "in (0, 1]", p)
         if not is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
             fail("repetition_penalty", "a number > 0 (1 is no penalty)", self.repetition_penalty)
-        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
-            fail("seed", "an integer >= 0", self.seed)
+        if self.seed is not None:
+            check_integer(spell("seed"), self.seed, 0)
         if not is_number(self.length_penalty):
             fail("length_penalty", "a finite number", self.length_penalty)
         if self.early_stopping not in (True, False, "never"):
