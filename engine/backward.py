@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import causal_attention_reference, gelu
+from kernels import causal_attention_reference, gelu, matmul_transposed
 from kernels.gelu import CUBIC_COEFF, SQRT_2_OVER_PI
 
 from .config import GPT2Config
@@ -88,7 +88,10 @@ def linear_forward(x, p: LinearWeights):  # [..., in] -> [..., out]
 
 
 def linear_backward(d_out, p: LinearWeights):  # [..., out] -> [..., in]
-    return (d_out.reshape(-1, d_out.shape[-1]) @ p.weight.T).reshape(*d_out.shape[:-1], p.weight.shape[0])
+    # d_x = d_out @ weight^T: the engine's product kernel reads weight [in, out] as stored (on the
+    # engine's threads: BLAS itself is limited to one thread once a model is loaded)
+    d_x = matmul_transposed(np.ascontiguousarray(d_out.reshape(-1, d_out.shape[-1])), p.weight)  # [N, in]
+    return d_x.reshape(*d_out.shape[:-1], p.weight.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +214,9 @@ def gpt2_forward(weights: GPT2Weights, config: GPT2Config, x, keep) -> tuple[np.
 def gpt2_backward(d_logits, fp: ForwardPass):  # [B, K, V] -> [B, T, C]
     """d(scalar)/d(logits at the kept positions) -> d(scalar)/d(input embeddings)."""
     B, K, V = d_logits.shape
-    d_x = (d_logits.reshape(-1, V) @ fp.lm_head).reshape(B, K, -1)  # [B, K, C], logits = x @ lm_head^T
+    # logits = x @ lm_head^T. A sum over all 50257 tokens: BLAS's blocked sum keeps it accurate
+    # (the streaming kernel's one running sum per output lost ~6x the accuracy here, measured)
+    d_x = (d_logits.reshape(-1, V) @ fp.lm_head).reshape(B, K, -1)  # [B, K, C]
     d_x = layer_norm_backward(d_x, fp.ln_f)  # [B, K, C]
     d_resid = np.zeros((B, fp.n_tokens, d_x.shape[-1]), dtype=np.float32)  # [B, T, C]
     np.add.at(d_resid, (slice(None), fp.keep), d_x)  # positions not kept get no gradient from the output
