@@ -148,9 +148,14 @@ def measure_model(preset: str, model_dir: Path, engine: Worker, torch: Worker, a
                 if name == "engine" and run["tokens"] != entry["reference_tokens"]:
                     raise SystemExit(f"benchmark: engine tokens changed between runs ({preset}, prompt {P}, batch {B})")
                 entry[name].append({"prefill_s": run["prefill_s"], "decode_s": run["decode_s"]})
-            if args.generate:
-                entry["generate"].append(torch("generate", batch=B, prompt_len=P, new_tokens=N))
             print(f"  {preset} prompt {P} batch {B}: repeat {repeat + 1}/{args.repeats}", flush=True)
+    # generate() is timed in a phase of its own: the engine's prompt pass measured ~2x slower when it
+    # ran right after generate() in the PyTorch worker (8 x 16 tokens: ~300-480 against ~800 tokens/s
+    # after a PyTorch run() or its own), so interleaving it would bias the engine's figures.
+    for repeat in range(args.repeats if args.generate else 0):
+        for P, B in CONFIGS:
+            results["configs"][f"{P},{B}"]["generate"].append(torch("generate", batch=B, prompt_len=P, new_tokens=N))
+        print(f"  {preset} generate(): repeat {repeat + 1}/{args.repeats}", flush=True)
     for (P, B) in CONFIGS:
         entry = results["configs"][f"{P},{B}"]
         entry.pop("reference_tokens")
@@ -233,7 +238,8 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         "  `torch.inference_mode()`, `model(prompt, use_cache=True, logits_to_keep=1)`, then",
         "  `model(next_ids[:, None], cache=past, use_cache=True)` per step: the same manual KV-cache loop.",
         "- **HF generate()**: `model.generate(prompt, max_new_tokens=N, min_new_tokens=N, do_sample=False)`; its",
-        "  decode figure is (time for N new tokens - time for 1) / (N - 1).",
+        "  decode figure is (time for N new tokens - time for 1) / (N - 1). It is timed after all the side-by-side",
+        "  runs, not between them: the engine's next prompt pass measured up to ~2x slower right after it (NOTES.md).",
         "- Both sides' greedy tokens are compared in an untimed warm-up run (and generate()'s with the manual loop's);",
         "  the engine's tokens are checked again in every timed run.",
         "",
