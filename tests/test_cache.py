@@ -1,5 +1,7 @@
 """The KV cache: in-place filling, limits, and clear errors instead of wrapping or garbage."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,28 @@ def test_bad_ids(model, ids, message):
 def test_logits_to_keep_range(model):
     with pytest.raises(InputError, match="logits_to_keep"):
         model(np.arange(3), logits_to_keep=4)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident size from /proc (Linux)")
+def test_a_cache_costs_memory_only_for_the_slots_written():
+    """A cache sized for the whole context (124M shape, batch 8: 604 MB) holding 16 tokens costs
+    about the pages those tokens touch (12 layers x 8 rows x 12 heads x 2 x one 4 KiB page = 9.4 MB),
+    not 2 MiB per head as it did on huge pages."""
+    from engine.cache import KVCache
+
+    before = resident_bytes()
+    cache = KVCache(12, 8, 12, 64, 1024)
+    full = cache.keys.nbytes + cache.values.nbytes
+    k = np.ones((8, 12, 16, 64), dtype=np.float32)
+    for layer in range(12):
+        cache.write(layer, k, k)
+    cache.advance(16)
+    grown = resident_bytes() - before
+    assert cache.keys.dtype == np.float32 and full == 12 * 8 * 12 * 1024 * 64 * 4 * 2
+    assert grown < 40 * 1024 * 1024, f"writing 16 tokens made {grown / 2**20:.0f} MB resident of the {full / 2**20:.0f} MB cache"
+    assert (cache.keys[:, :, :, :16] == 1).all() and not cache.keys[:, :, :, 16:].any()  # and the rest reads as zeros
