@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, check_integer
+from .generation import top_sorted
 from .model import layer_norm, softmax, unembed
 
 
@@ -86,9 +87,7 @@ def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLen
         probs = softmax(logits)  # [T, V]
         if targets is None:
             targets = np.concatenate([ids[1:], logits[-1:].argmax(-1)])  # [T]
-        best = np.argpartition(-logits, top_k - 1, axis=-1)[:, :top_k]  # [T, k], unordered
-        order = np.argsort(-np.take_along_axis(logits, best, -1), axis=-1, kind="stable")
-        top_ids[r] = np.take_along_axis(best, order, -1)
+        top_ids[r], _ = top_sorted(logits, top_k)  # [T, k], most likely first (ties: lower id first)
         top_probs[r] = np.take_along_axis(probs, top_ids[r], -1)
         target_logit = logits[np.arange(T), targets][:, None]  # [T, 1]
         ranks[r] = 1 + (logits > target_logit).sum(-1)  # how many tokens score strictly higher, + 1
