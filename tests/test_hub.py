@@ -1,8 +1,6 @@
 """Model names: the Hugging Face cache first, then a download; clear errors offline."""
 
-import shutil
 
-import numpy as np
 import pytest
 
 from engine import GPT2, ModelNotFoundError

@@ -1,7 +1,6 @@
 """Loading checkpoints: both key spellings, shards, dtypes, and a clear error for each kind of bad file."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -1,11 +1,10 @@
 """The shipped tokenizer against Hugging Face's GPT-2 tokenizer and the published check values."""
 
-import shutil
 
 import pytest
 
 from conftest import shared_path
-from engine import GPT2, TokenizerError
+from engine import TokenizerError
 from engine.tokenizer import BPE_FILE, gpt2_tokenizer, load_tokenizer, tokenizer_from_hf_files
 
 TEXTS = [
