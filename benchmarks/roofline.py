@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from engine.model import parameter_shapes
+from engine.state.weights import parameter_shapes
 
 
 @njit(parallel=True, fastmath=True, cache=True)

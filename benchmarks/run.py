@@ -3,7 +3,7 @@
     python -m benchmarks.run            # 124M; writes benchmarks/RESULTS.md and benchmarks/results.png
     python -m benchmarks.run --full     # also the 355M (gpt2-medium) shape
 
-Both sides run the same synthetic float32 checkpoint (engine/synthetic.py, seed 0, the published
+Both sides run the same synthetic float32 checkpoint (engine/state/synthetic.py, seed 0, the published
 layout) with the same thread count. For each (prompt tokens, new tokens) in (16, 128) and
 (512, 128), batch 1 and 8: one untimed warm-up run per side (Numba compiles on first use), which
 also checks that both sides produce the same greedy tokens; then `--repeats` timed runs,
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.roofline import decode_bytes, weight_bytes  # noqa: E402
-from engine.synthetic import preset_config, write_checkpoint  # noqa: E402
+from engine.state.synthetic import preset_config, write_checkpoint  # noqa: E402
 
 CONFIGS = [(16, 1), (16, 8), (512, 1), (512, 8)]  # (prompt tokens, batch)
 TARGETS = {"decode_ratio": 2.0, "decode_bandwidth": 0.85, "prefill_ratio": 1.5, "warm_first_token_s": 1.5, "rss_ratio": 1.2}
@@ -242,7 +242,7 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         "",
         "## What each side runs",
         "",
-        "The same synthetic checkpoint (`engine/synthetic.py`, preset gpt2, float32, seed 0; random weights in the",
+        "The same synthetic checkpoint (`engine/state/synthetic.py`, preset gpt2, float32, seed 0; random weights in the",
         "published layout) and the same seeded random prompt ids. Prefill = the prompt in one call, timed until the",
         "first new token's argmax; decode = the remaining N - 1 steps of one token per row, greedy.",
         "",

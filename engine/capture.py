@@ -25,13 +25,13 @@ D = head size, I = MLP width.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .config import GPT2Config
-from .errors import InputError
+from .base.checks import is_integer
+from .base.config import GPT2Config
+from .base.errors import InputError
 
 Intervention = tuple[str, Callable[[np.ndarray], np.ndarray | None]]
 
@@ -68,7 +68,7 @@ def act_name(key, layer: int | None = None) -> str:
     given = key if layer is None else (key, layer)
     if isinstance(key, tuple) and layer is None:
         key, layer = key if len(key) == 2 else (None, None)
-    layer_ok = layer is None or (isinstance(layer, numbers.Integral) and not isinstance(layer, bool))
+    layer_ok = layer is None or is_integer(layer)
     if not isinstance(key, str) or not layer_ok:
         raise InputError(f"an activation key must be a hook name or (short name, layer), got {given!r}")
     if key in GLOBAL_SHORT_NAMES and layer is None:

@@ -27,14 +27,15 @@ K = positions whose logits are kept, V = vocab_size.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
 
-from .errors import InputError, check_integer
-from .model import log_softmax
+from .base.checks import check_integer, check_token_ids
+from .base.errors import InputError
+from .base.numeric import log_softmax
+from .base.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = 4
 
@@ -183,7 +184,7 @@ def scored_sequence(model, text_or_ids, bos: bool) -> np.ndarray:
     if ids.ndim != 1:
         raise InputError(f"token ids must be a [N] array, got shape {ids.shape}")
     if ids.size:
-        ids = model._check_ids(ids)[0][0]  # int64 [N], each one in the vocabulary
+        ids = check_token_ids(ids, model.config.vocab_size)[0][0]  # int64 [N], each one in the vocabulary
     ids = ids.astype(np.int64)
     if bos:
         ids = np.concatenate([[model.config.bos_token_id], ids]).astype(np.int64)
@@ -206,13 +207,3 @@ def window_options(n_positions: int, context, stride, batch_size, spell=lambda n
     check_integer(spell("stride"), stride, 1, context, f"the context ({context})")
     check_integer(spell("batch_size"), batch_size, 1, None, None)
     return context, stride
-
-
-def progress_bar(total: int, progress: bool | None, *, unit: str, desc: str, show_above: int = 1):
-    """A tqdm bar on stderr for `total` units. progress None: shown when stderr is a terminal and
-    there are more than `show_above` units (a single batch would only flash a bar)."""
-    from tqdm import tqdm
-
-    if progress is None:
-        progress = sys.stderr.isatty() and total > show_above
-    return tqdm(total=total, unit=unit, desc=desc, disable=not progress, leave=False)

@@ -18,7 +18,9 @@ inspection); `causal_attention` is the Numba kernel the model runs, which never 
 import numpy as np
 from numba import njit, prange
 
+from . import settings
 from .exp import exp_f32
+from .settings import DOT_PRODUCTS
 
 
 def causal_attention_reference(q, k, v, key_start, scale):
@@ -42,11 +44,7 @@ def causal_attention_reference(q, k, v, key_start, scale):
     return probs @ v, probs  # [B, H, T, D], [B, H, T, S]
 
 
-FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-PARALLEL_MIN_WORK = 1 << 19  # B*H*T*S*D multiply-adds; below it (a short decode step), one thread
-
-
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=DOT_PRODUCTS)
 def _attend_one_head(q, k, v, first, scale, out):
     """One (batch row, head): q [T, D], k and v [S, D] -> out [T, D]; keys before `first` are padding.
 
@@ -114,7 +112,7 @@ def _attend_one_head(q, k, v, first, scale, out):
             out[t, d] = acc[d] * inv_total
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _attention_parallel(q, k, v, n_keys, key_start, scale, out):
     B, H, T, D = q.shape
     scale = np.float32(scale)
@@ -124,7 +122,7 @@ def _attention_parallel(q, k, v, n_keys, key_start, scale, out):
         _attend_one_head(q[b, h], k[b, h, :n_keys], v[b, h, :n_keys], key_start[b], scale, out[b, h])
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
 def _attention_serial(q, k, v, n_keys, key_start, scale, out):
     B, H, T, D = q.shape
     scale = np.float32(scale)
@@ -159,7 +157,7 @@ def causal_attention(q, k, v, key_start, scale, out=None):
         out = np.empty(q.shape, dtype=np.float32)
     B, H, T, D = q.shape
     S = k.shape[2]
-    kernel = _attention_parallel if B * H * T * S * D >= PARALLEL_MIN_WORK else _attention_serial
+    kernel = _attention_parallel if B * H * T * S * D >= settings.PARALLEL_MIN_MULTIPLY_ADDS else _attention_serial
     q = np.ascontiguousarray(q)  # one compiled layout (decode steps give C, prompts strided views)
     kernel(q, _c_contiguous_parent(k), _c_contiguous_parent(v), S, np.asarray(key_start, dtype=np.int64), float(scale), out)
     return out

@@ -24,6 +24,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .settings import ELEMENTWISE
+
 LOG2_E = np.float32(1.0 / math.log(2.0))
 LN2_HI = np.float32(355.0 / 512.0)  # ln 2 to 9 bits, so k * LN2_HI is exact for |k| < 2^15
 LN2_LO = np.float32(math.log(2.0) - 355.0 / 512.0)  # the rest of ln 2
@@ -54,7 +56,7 @@ ONE = np.float32(1.0)
 HALF = np.float32(0.5)
 
 
-@njit(inline="always", fastmath={"contract"})
+@njit(inline="always", fastmath=ELEMENTWISE)
 def exp_f32(x):
     """exp of one float32, branch-free, for use inside Numba loops (which it lets vectorise)."""
     x = min(max(x, EXP_INPUT_MIN), EXP_INPUT_MAX)

@@ -18,13 +18,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import settings
 from .exp import exp_f32
+from .settings import ELEMENTWISE
 
 SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 CUBIC_COEFF = np.float32(0.044715)
 MINUS_TWO_SQRT_2_OVER_PI = np.float32(-2.0 * math.sqrt(2.0 / math.pi))
 ONE = np.float32(1.0)
-PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, one thread is faster than waking the others
 
 
 def gelu_reference(x: np.ndarray) -> np.ndarray:
@@ -32,18 +33,18 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(SQRT_2_OVER_PI * (x + CUBIC_COEFF * x * x * x)))
 
 
-@njit(inline="always", fastmath={"contract"})
+@njit(inline="always", fastmath=ELEMENTWISE)
 def _gelu_one(v):
     return v / (ONE + exp_f32(MINUS_TWO_SQRT_2_OVER_PI * (v + CUBIC_COEFF * v * v * v)))
 
 
-@njit(fastmath={"contract"}, cache=True)
+@njit(fastmath=ELEMENTWISE, cache=True)
 def _gelu_serial(x, out):  # x, out: float32 [N], contiguous
     for i in range(x.shape[0]):
         out[i] = _gelu_one(x[i])
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(parallel=True, fastmath=ELEMENTWISE, cache=True)
 def _gelu_parallel(x, out):  # x, out: float32 [N], contiguous
     for i in prange(x.shape[0]):
         out[i] = _gelu_one(x[i])
@@ -62,7 +63,7 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # The kernel writes through a flat view: a non-contiguous `out` (an intervention may hand one
     # back) has none, so it gets the result by a copy.
     target = out if out.flags.c_contiguous else np.empty_like(x)
-    kernel = _gelu_parallel if x.size >= PARALLEL_MIN_ELEMENTS else _gelu_serial
+    kernel = _gelu_parallel if x.size >= settings.PARALLEL_MIN_ELEMENTS else _gelu_serial
     kernel(x.reshape(-1), target.reshape(-1))
     if target is not out:
         out[...] = target

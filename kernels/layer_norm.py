@@ -11,8 +11,8 @@ when there are many (a prompt); one decode step's few rows stay on the calling t
 import numpy as np
 from numba import njit, prange
 
-PARALLEL_MIN_ROWS = 64  # fewer rows than this: one thread, no thread-pool wake-up
-
+from . import settings
+from .settings import ROW_SUMS
 
 def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     """x: float32 [..., C]; weight, bias: float32 [C] -> float32 [..., C]."""
@@ -22,7 +22,7 @@ def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, ep
     return centered / np.sqrt(variance + np.float32(eps)) * weight + bias  # [..., C]
 
 
-@njit(inline="always", fastmath={"reassoc", "contract", "nsz"})
+@njit(inline="always", fastmath=ROW_SUMS)
 def _normalize_row(x, weight, bias, eps, out):  # x, out: float32 [C]
     C = x.shape[0]
     total = np.float32(0.0)
@@ -38,13 +38,13 @@ def _normalize_row(x, weight, bias, eps, out):  # x, out: float32 [C]
         out[c] = (x[c] - mean) * inv_std * weight[c] + bias[c]
 
 
-@njit(fastmath={"reassoc", "contract", "nsz"}, cache=True)
+@njit(fastmath=ROW_SUMS, cache=True)
 def _layer_norm_serial(x, weight, bias, eps, out):  # x, out: float32 [N, C]
     for n in range(x.shape[0]):
         _normalize_row(x[n], weight, bias, eps, out[n])
 
 
-@njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, cache=True)
+@njit(parallel=True, fastmath=ROW_SUMS, cache=True)
 def _layer_norm_parallel(x, weight, bias, eps, out):  # x, out: float32 [N, C]
     for n in prange(x.shape[0]):
         _normalize_row(x[n], weight, bias, eps, out[n])
@@ -56,6 +56,6 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     # compiled layout, and those are a few rows
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
     out = np.empty(rows.shape, dtype=np.float32)
-    kernel = _layer_norm_parallel if rows.shape[0] >= PARALLEL_MIN_ROWS else _layer_norm_serial
+    kernel = _layer_norm_parallel if rows.shape[0] >= settings.PARALLEL_MIN_ROWS else _layer_norm_serial
     kernel(rows, weight, bias, np.float32(eps), out)
     return out.reshape(x.shape)

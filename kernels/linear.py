@@ -17,14 +17,12 @@ extra traffic. These kernels read each weight once, in the order it is stored:
   rows of the table; each output is the dot product of an x row and a table row.
 
 With more rows than `FEW_ROWS` (a prompt) both hand over to BLAS's sgemm, the right tool there.
-The engine keeps BLAS itself single-threaded (engine/threads.py) and splits such a product into row
-blocks, one per thread, calling sgemm from inside a Numba `prange` loop (kernels/blas.py): the
-blocks run on the same OpenMP worker threads as every other kernel, so the process has a single
-pool of workers. Two pools that each busy-wait for work would fight over the same cores between
-calls (OpenBLAS's own threads and Numba's made decoding ~25x slower on 2 cores; a Python pool
-running the BLAS blocks beside Numba's spinning workers made a 512-token prompt ~1.6x slower).
-Where NumPy's BLAS offers no 64-bit-integer CBLAS sgemm to call, the row blocks fall back to
-NumPy's matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
+The engine keeps BLAS itself single-threaded (engine/base/threads.py) and splits such a product into
+row blocks, one per thread, calling sgemm from inside a Numba `prange` loop (kernels/blas.py): the
+blocks run on the same OpenMP worker threads as every other kernel, so the process has a single pool
+of workers (two pools that busy-wait for work fight over the same cores between calls). Where
+NumPy's BLAS offers no 64-bit-integer CBLAS sgemm to call, the row blocks fall back to NumPy's
+matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
 
 `linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
 """
@@ -35,21 +33,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
-
-FEW_ROWS = 8  # up to this many rows, stream the weights here; more, use BLAS
-MIN_BLOCK_ROWS = 8  # BLAS row blocks are at least this tall (smaller: not worth a thread)
-# Multiply-adds (rows x weights) below which a product runs on the calling thread. One thread
-# streams only ~21-25 GB/s of the ~35 GB/s both cores reach, so a decode step splits every block
-# matrix (0.6-2.4 M weights) across the threads, as well as the output layer: on a quiet 2-core
-# machine that measured ~14-17 ms per token against ~17.5-18.5 ms with the block matrices on one
-# thread (124M, interleaved runs). The cost is on a busy machine: each of the 49 parallel regions
-# per token ends in a barrier that waits for every thread, and a thread that is off its core makes
-# it wait a time slice. With two busy-loop processes beside it (load ~3) a step took ~67 ms split
-# against ~22 ms unsplit, and ~24 ms with one thread (`--threads 1`, the documented escape).
-# Below this size (tiny models) the barrier costs more than the second core gains.
-PARALLEL_MIN_WORK = 1 << 19
-FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassoc: let dot products use vector lanes
+from .settings import DOT_PRODUCTS
 
 
 def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -62,7 +48,7 @@ def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     return x @ table.T
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=DOT_PRODUCTS)
 def _accumulate_rows(x, weight, k_begin, k_end, acc):
     """acc[N, M] += x[:, k] * weight[k, :] for k in [k_begin, k_end).
 
@@ -88,7 +74,7 @@ def _accumulate_rows(x, weight, k_begin, k_end, acc):
         k += 1
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
     N, K = x.shape
     M = weight.shape[1]
@@ -103,7 +89,7 @@ def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], b
             out[n, j] = total
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
 def _linear_few_rows_serial(x, weight, bias, out):
     out[:] = 0
     _accumulate_rows(x, weight, 0, x.shape[1], out)
@@ -112,7 +98,7 @@ def _linear_few_rows_serial(x, weight, bias, out):
             out[n, j] += bias[j]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", fastmath=DOT_PRODUCTS)
 def _dot_rows(x, table, v_begin, v_end, out):
     """out[:, v] = x @ table[v] for v in [v_begin, v_end); four x rows share each load of table[v]."""
     N, C = x.shape
@@ -136,23 +122,26 @@ def _dot_rows(x, table, v_begin, v_end, out):
             n += 1
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C], out [N, V]
     V = table.shape[0]
     for p in prange(parts):
         _dot_rows(x, table, p * V // parts, (p + 1) * V // parts, out)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows_serial(x, table, out):
     _dot_rows(x, table, 0, table.shape[0], out)
 
 
 def _threads_for(weights: np.ndarray, rows: int) -> int:
-    return numba.get_num_threads() if weights.size * rows >= PARALLEL_MIN_WORK else 1
+    """Every thread for a decode step's products (one thread alone streams well below the bandwidth
+    all cores reach); one below settings.PARALLEL_MIN_MULTIPLY_ADDS, where the barrier at the end
+    of a parallel region costs more than the other threads gain (tiny models)."""
+    return numba.get_num_threads() if weights.size * rows >= settings.PARALLEL_MIN_MULTIPLY_ADDS else 1
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _sgemm_row_blocks(x, b, b_transposed, bias, out, parts):
     """out = x @ (b.T if b_transposed else b) + bias, by one single-threaded sgemm per row block.
 
@@ -201,7 +190,7 @@ def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: 
     x: float32 [N, K]; b as stored (weight [K, M], or the output layer's table [M, K] with
     b_transposed); out: float32 [N, M].
     """
-    parts = max(1, min(numba.get_num_threads(), x.shape[0] // MIN_BLOCK_ROWS))
+    parts = max(1, min(numba.get_num_threads(), x.shape[0] // settings.MIN_BLOCK_ROWS))
     if SGEMM_AVAILABLE:
         # sgemm reads raw memory with row strides K and b.shape[1]: both must be C-contiguous (the
         # loader's weights are, so this copies nothing for them; a view passed in is copied once).
@@ -219,31 +208,31 @@ def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
-    N = x.shape[0]
-    out = np.empty((N, weight.shape[1]), dtype=np.float32)
-    if N > FEW_ROWS:
-        _blas_in_row_blocks(x, weight, False, bias, out)  # [N, M]
-        return out
-    x = np.ascontiguousarray(x)
-    threads = _threads_for(weight, N)
-    if threads == 1:
-        _linear_few_rows_serial(x, weight, bias, out)
-    else:
-        _linear_few_rows(x, weight, bias, out, threads)
-    return out
+    return _product(x, weight, False, bias)
 
 
 def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
+    return _product(x, table, True, None)
+
+
+def _product(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None) -> np.ndarray:
+    """The one dispatcher of `linear` and `matmul_transposed`: BLAS row blocks for many rows, the
+    streaming kernels (serial or split across threads) for a few."""
     N = x.shape[0]
-    out = np.empty((N, table.shape[0]), dtype=np.float32)
-    if N > FEW_ROWS:
-        _blas_in_row_blocks(x, table, True, None, out)  # table read as stored: no transposed copy
+    out = np.empty((N, b.shape[0] if b_transposed else b.shape[1]), dtype=np.float32)
+    if N > settings.FEW_ROWS:
+        _blas_in_row_blocks(x, b, b_transposed, bias, out)  # b read as stored: no transposed copy
         return out
     x = np.ascontiguousarray(x)
-    threads = _threads_for(table, N)
-    if threads == 1:
-        _matmul_transposed_few_rows_serial(x, table, out)
+    threads = _threads_for(b, N)
+    if b_transposed:
+        if threads == 1:
+            _matmul_transposed_few_rows_serial(x, b, out)
+        else:
+            _matmul_transposed_few_rows(x, b, out, threads)
+    elif threads == 1:
+        _linear_few_rows_serial(x, b, bias, out)
     else:
-        _matmul_transposed_few_rows(x, table, out, threads)
+        _linear_few_rows(x, b, bias, out, threads)
     return out

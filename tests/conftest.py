@@ -44,7 +44,7 @@ def tiny_model(tiny_model_dir):
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """make(name, config, **write_options) -> directory of a synthetic checkpoint, made once per session."""
-    from engine.synthetic import write_checkpoint
+    from engine.state.synthetic import write_checkpoint
 
     made = {}
 
@@ -59,7 +59,7 @@ def synthetic(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_dir(synthetic):
     """A small synthetic model (2 layers, odd head size 24) with the real vocabulary."""
-    from engine.config import GPT2Config
+    from engine.base.config import GPT2Config
 
     return synthetic("small", GPT2Config(n_layer=2, n_head=4, n_embd=96, n_positions=128))
 
@@ -80,7 +80,7 @@ def explained_124M(synthetic):
     (each method costs 1 to 50 backward passes per token), 20 NMF iterations: for the tests of what the result and its
     page weigh (tests/test_explain.py, tests/test_report.py)."""
     from engine import GPT2
-    from engine.synthetic import preset_config
+    from engine.state.synthetic import preset_config
 
     model = GPT2.from_pretrained(synthetic("gpt2-124M-full", preset_config("gpt2")))  # shared with test_parity
     prompt = [464, 3290, 286, 262, 1578, 286, 3576, 318, 257, 1295]  # 10 tokens

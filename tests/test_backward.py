@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from engine import GPT2, InputError
-from engine import backward as bw
-from engine.config import GPT2Config
-from engine.model import weights_from_state_dict
-from engine.synthetic import preset_config, random_parameters
+from engine.analysis import backward as bw
+from engine.base.config import GPT2Config
+from engine.state.weights import weights_from_state_dict
+from engine.state.synthetic import preset_config, random_parameters
 from reference import hf_model
 
 BOUND = 1e-4

@@ -79,7 +79,7 @@ def test_a_cache_costs_memory_only_for_the_slots_written():
     """A cache sized for the whole context (124M shape, batch 8: 604 MB) holding 16 tokens costs
     about the pages those tokens touch (12 layers x 8 rows x 12 heads x 2 x one 4 KiB page = 9.4 MB),
     not 2 MiB per head as it did on huge pages."""
-    from engine.cache import KVCache
+    from engine.state.kv_cache import KVCache
 
     before = resident_bytes()
     cache = KVCache(12, 8, 12, 64, 1024)

@@ -69,7 +69,7 @@ def test_captures_match_transformers_tiny_shakespeare(tiny_model_dir, tiny_model
 
 
 def test_captures_match_transformers_batched_odd_heads(synthetic):
-    from engine.config import GPT2Config
+    from engine.base.config import GPT2Config
 
     model_dir = synthetic("odd-heads", GPT2Config(n_layer=3, n_head=5, n_embd=65, n_positions=64))
     model = GPT2.from_pretrained(model_dir)

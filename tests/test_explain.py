@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from engine import InputError
-from engine.explain import Explanation
-from engine.factors import factorise
-from engine.model import log_softmax
-from engine.saliency import METHODS, attribute_all
+from engine.analysis.explain import Explanation
+from engine.analysis.factors import factorise
+from engine.base.numeric import log_softmax
+from engine.analysis.saliency import METHODS, attribute_all
 from test_cli import assert_user_error, gpt2
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
@@ -156,7 +156,7 @@ def test_options_are_checked_before_generating(tiny_model, monkeypatch):
         raise AssertionError("generation ran before the options were checked")
 
     monkeypatch.setattr(type(tiny_model), "run_with_cache", no_generation)
-    monkeypatch.setattr("engine.generation.prefill", no_generation)
+    monkeypatch.setattr("engine.generation.token_search.prefill", no_generation)
     for top_k in (0, 50258, 2.5):
         with pytest.raises(InputError, match="top_k must be an integer"):
             tiny_model.explain("To be", max_new_tokens=2, top_k=top_k)

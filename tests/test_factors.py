@@ -7,7 +7,7 @@ import pytest
 from sklearn.decomposition import NMF
 
 from engine import InputError
-from engine.factors import factorise, nmf, nmf_init
+from engine.analysis.factors import factorise, nmf, nmf_init
 
 
 def activations_like(seed=0, T=23, N=300):

@@ -8,9 +8,9 @@ import torch
 
 from conftest import tolerance
 from engine import GPT2, InputError
-from engine.config import GPT2Config
-from engine.generation import prefill
-from engine.model import log_softmax
+from engine.base.config import GPT2Config
+from engine.generation.prompts import prefill
+from engine.base.numeric import log_softmax
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from reference import hf_model
 

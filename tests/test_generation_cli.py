@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO
 from engine import cli
-from engine.config import GPT2Config
-from engine.synthetic import write_checkpoint
+from engine.base.config import GPT2Config
+from engine.state.synthetic import write_checkpoint
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from test_cli import assert_user_error
 from test_hub import fake_hub_cache
@@ -187,7 +187,7 @@ class InterruptedModel:
 
 @pytest.mark.parametrize("extra", [["--json"], ["--no-stream"], ["--stream"], ["--num-beams", "2", "--json"]])
 def test_ctrl_c_prints_what_was_generated(tiny_model, tiny_model_dir, monkeypatch, capsys, extra):
-    monkeypatch.setattr(cli, "load_model", lambda name: InterruptedModel(tiny_model, after=5))
+    monkeypatch.setattr(cli.generate, "load_model", lambda name: InterruptedModel(tiny_model, after=5))
     status = cli.main(["generate", "ROMEO:", "-m", str(tiny_model_dir), "-n", "40", "-t", "0", *extra])
     out, err = capsys.readouterr()
     assert status == 130 and err == "gpt2: interrupted\n"

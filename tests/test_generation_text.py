@@ -8,10 +8,11 @@ string spread over several) are known in advance. The last tests run the tiny Sh
 import numpy as np
 import pytest
 
-from engine.cache import KVCache
-from engine.config import GPT2Config
-from engine.generation import IncrementalText, generate, stream
-from engine.tokenizer import gpt2_tokenizer
+from engine.state.kv_cache import KVCache
+from engine.base.config import GPT2Config
+from engine.generation import generate, stream
+from engine.generation.text import IncrementalText
+from engine.state.tokenizer import gpt2_tokenizer
 
 EOS = 50256
 TOKENIZER = gpt2_tokenizer()

@@ -4,9 +4,9 @@
 import pytest
 
 from engine import GPT2, ModelNotFoundError
-from engine.config import GPT2Config
-from engine.hub import resolve_model_dir
-from engine.synthetic import write_checkpoint
+from engine.base.config import GPT2Config
+from engine.state.hub import resolve_model_dir
+from engine.state.synthetic import write_checkpoint
 
 CONFIG = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from conftest import REPO
 from engine.capture import zero_heads
-from engine.explain import Explanation
-from engine.saliency import METHODS, attribute
+from engine.analysis.explain import Explanation
+from engine.analysis.saliency import METHODS, attribute
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
 NEWLINE = 198

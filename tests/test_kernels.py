@@ -20,8 +20,8 @@ def randn(*shape):
 
 # Below these sizes a kernel runs on the calling thread; "all parallel" sets them to 0 so that the
 # parallel twin of each kernel is held to the reference on the same (small) shapes.
-PARALLEL_THRESHOLDS = [("kernels.linear", "PARALLEL_MIN_WORK"), ("kernels.attention", "PARALLEL_MIN_WORK"),
-                       ("kernels.gelu", "PARALLEL_MIN_ELEMENTS"), ("kernels.layer_norm", "PARALLEL_MIN_ROWS")]
+PARALLEL_THRESHOLDS = [("kernels.settings", "PARALLEL_MIN_MULTIPLY_ADDS"), ("kernels.settings", "PARALLEL_MIN_ELEMENTS"),
+                       ("kernels.settings", "PARALLEL_MIN_ROWS")]
 
 
 @pytest.fixture(params=["by size", "all parallel"])

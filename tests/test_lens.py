@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import InputError
-from engine.lens import lens_logits
+from engine.analysis.lens import lens_logits
 from reference import hf_model
 
 PROMPT = "ROMEO: What light through yonder window breaks? It is the east"

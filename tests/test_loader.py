@@ -8,8 +8,8 @@ import torch
 from safetensors.numpy import save_file
 
 from engine import GPT2, CheckpointError, ConfigError
-from engine.config import GPT2Config
-from engine.synthetic import random_parameters, write_checkpoint
+from engine.base.config import GPT2Config
+from engine.state.synthetic import random_parameters, write_checkpoint
 
 CONFIG = GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=50257)
 
@@ -96,7 +96,7 @@ def test_truncated_file(good_dir):
 @pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
 def test_a_tensor_cut_short_while_reading_is_named_once(tmp_path, dtype):
     """The file shrinks between reading the header and the data: one clear error, file and tensor named once."""
-    from engine.loader import read_header, read_tensor_into
+    from engine.state.loader import read_header, read_tensor_into
 
     path = tmp_path / "one.safetensors"
     save_file({"w": np.arange(10, dtype=np.float32 if dtype == "F32" else np.float16)}, str(path))

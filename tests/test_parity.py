@@ -10,8 +10,8 @@ import pytest
 
 from conftest import tolerance
 from engine import GPT2
-from engine.config import GPT2Config
-from engine.synthetic import preset_config
+from engine.base.config import GPT2Config
+from engine.state.synthetic import preset_config
 from reference import hf_logits
 
 RNG = np.random.default_rng(1234)

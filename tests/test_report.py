@@ -24,7 +24,7 @@ def embedded_data(page: str) -> dict:
 
 
 def test_script_json_cannot_end_its_element():
-    from engine.report import script_json
+    from engine.analysis.report import script_json
 
     hostile = {"a": "</script><script>alert(1)</script>", "b": "<!-- <SCRIPT", "c": "& \u2028 \u2029 ]]>"}
     text = script_json(hostile)
@@ -33,7 +33,7 @@ def test_script_json_cannot_end_its_element():
 
 
 def test_page_is_one_file_that_fetches_nothing():
-    from engine.report import asset
+    from engine.analysis.report import asset
 
     for name in ("report.html", "report.css", "report.js"):
         text = asset(name)
@@ -46,7 +46,7 @@ def test_page_is_one_file_that_fetches_nothing():
 
 
 def test_page_carries_the_explanation(tiny_explanation):
-    from engine.report import lower_triangles, report_data
+    from engine.analysis.report import lower_triangles, report_data
 
     result = tiny_explanation
     page = result.to_html()
@@ -79,7 +79,7 @@ def test_page_carries_the_explanation(tiny_explanation):
 
 
 def test_page_survives_a_save_and_load(tiny_explanation, tmp_path):
-    from engine.explain import Explanation
+    from engine.analysis.explain import Explanation
 
     path = tiny_explanation.save(tmp_path / "result.npz")
     assert Explanation.load(path).to_html() == tiny_explanation.to_html()
@@ -92,7 +92,7 @@ def test_save_html_writes_the_page(tiny_explanation, tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a page to share, not a 0600 temporary
-    from engine.errors import InputError
+    from engine.base.errors import InputError
 
     with pytest.raises(InputError, match="does not exist"):
         tiny_explanation.save_html(tmp_path / "missing" / "report.html")
@@ -102,7 +102,7 @@ def test_page_for_20_tokens_on_the_124M_shape_is_under_2_MB(explained_124M):
     """The 124M shape (12 layers x 12 heads), a 10-token prompt and 20 generated tokens."""
     import dataclasses
 
-    from engine.saliency import METHODS
+    from engine.analysis.saliency import METHODS
 
     e = explained_124M
     G, N = e.generated, len(e.token_ids)
@@ -157,7 +157,7 @@ def test_cli_refuses_an_html_path_in_a_missing_directory(tiny_model_dir, tmp_pat
 
 
 def test_engine_does_not_import_matplotlib():
-    code = ("import sys, engine, engine.explain, engine.report, engine.cli; "
+    code = ("import sys, engine, engine.analysis.explain, engine.analysis.report, engine.cli; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
@@ -186,7 +186,7 @@ def test_plot_saliency_draws_the_scores(tiny_explanation, tmp_path):
         assert [t.get_text() for t in figure.axes[0].get_xticklabels()][-1].strip("␣") == result.tokens[P + g - 1].strip()
     figure.savefig(tmp_path / "saliency.png")
     assert min(png_size(tmp_path / "saliency.png")) > 100
-    from engine.errors import InputError
+    from engine.base.errors import InputError
 
     with pytest.raises(InputError, match="index the 20 generated"):
         result.plot_saliency(20)
@@ -215,7 +215,7 @@ def test_plot_factors_draws_a_sparkline_per_factor(tiny_explanation, tmp_path):
             np.testing.assert_allclose(ax.lines[0].get_ydata(), row / row.max(), rtol=1e-6)
     figure.savefig(tmp_path / "factors.png")
     png_size(tmp_path / "factors.png")
-    from engine.errors import InputError
+    from engine.base.errors import InputError
 
     with pytest.raises(InputError, match="no neuron factors of layers"):
         result.plot_factors([0, 1])

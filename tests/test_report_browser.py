@@ -121,7 +121,7 @@ def check_saliency_shading(page, result, method, g):
 def test_page_loads_whole_without_errors_or_requests(browser, report_path, tiny_explanation):
     opened = Page(browser, report_path.as_uri())
     page, result = opened.page, tiny_explanation
-    from engine.report import page_title
+    from engine.analysis.report import page_title
 
     assert page.title() == page_title(result)  # the "</script><!--" in the prompt came through as text
     texts = page.evaluate("""() => [...document.querySelectorAll('#saliency-tokens .tok')]

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from engine import GPT2, InputError
-from engine.config import GPT2Config
-from engine.saliency import METHODS, attribute, attribute_all, gauss_legendre
+from engine.base.config import GPT2Config
+from engine.analysis.saliency import METHODS, attribute, attribute_all, gauss_legendre
 
 
 @functools.lru_cache(maxsize=2)

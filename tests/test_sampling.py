@@ -14,7 +14,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from engine.sampling import (
+from engine.base.numeric import top_k_mask
+from engine.generation.processors import (
     apply_temperature,
     greedy_choice,
     min_new_tokens_filter,
@@ -26,7 +27,6 @@ from engine.sampling import (
     sample_choice,
     sample_row,
     top_k_filter,
-    top_k_mask,
     top_p_filter,
 )
 

@@ -12,8 +12,8 @@ import torch
 
 from conftest import REPO, shared_path
 from engine import GPT2, InputError
-from engine.config import GPT2Config
-from engine.model import log_softmax
+from engine.base.config import GPT2Config
+from engine.base.numeric import log_softmax
 from engine.scoring import sliding_windows
 from reference import hf_model
 
@@ -148,7 +148,7 @@ def test_matches_the_guide_on_transformers(synthetic_dir, synthetic_model, n_tok
 
 
 def tempest_ids():
-    from engine.tokenizer import gpt2_tokenizer
+    from engine.state.tokenizer import gpt2_tokenizer
 
     return gpt2_tokenizer().encode(shared_path("corpora/heldout_tempest.txt").read_text(encoding="utf-8"))
 

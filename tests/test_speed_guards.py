@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_info
 import engine.model
 import kernels
 from engine import GPT2, get_threads, set_threads
-from engine.model import parameter_shapes
+from engine.state.weights import parameter_shapes
 
 KERNEL_FUNCTIONS = ("layer_norm", "linear", "matmul_transposed", "gelu", "causal_attention")
 KERNEL_MODULES = [importlib.import_module(f"kernels.{m}") for m in ("attention", "exp", "gelu", "layer_norm", "linear")]
@@ -114,7 +114,7 @@ def test_kernels_compile_once_per_signature_and_cache_to_disk(model):
 def test_weights_are_held_once_and_the_output_layer_is_wte(model, kernel_calls):
     w = model.weights
     assert w.lm_head is w.wte
-    arrays = list({id(a): a for a in model._arrays()}.values())
+    arrays = list({id(a): a for a in model.weights.arrays()}.values())
     arena = arrays[0]
     while isinstance(arena.base, np.ndarray):  # up the chain of views to the block they share
         arena = arena.base
@@ -175,7 +175,7 @@ def test_output_layer_never_copies_the_embedding(rows):
 
 
 def test_loading_and_decoding_allocate_no_copy_of_the_weights(tmp_path):
-    from engine.synthetic import preset_config, write_checkpoint
+    from engine.state.synthetic import preset_config, write_checkpoint
 
     half = write_checkpoint(tmp_path / "half", preset_config("gpt2", n_layer=1), dtype="bfloat16")
     weight_bytes = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(preset_config("gpt2", n_layer=1)).values())

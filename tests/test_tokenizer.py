@@ -5,7 +5,7 @@ import pytest
 
 from conftest import shared_path
 from engine import TokenizerError
-from engine.tokenizer import BPE_FILE, gpt2_tokenizer, load_tokenizer, tokenizer_from_hf_files
+from engine.state.tokenizer import BPE_FILE, gpt2_tokenizer, load_tokenizer, tokenizer_from_hf_files
 
 TEXTS = [
     "Hello, world!",
@@ -59,7 +59,7 @@ def test_model_directory_with_its_own_vocabulary(tmp_path):
     import json
 
     # A toy vocabulary: the 256 byte characters, then two merges.
-    from engine.tokenizer import _byte_alphabet
+    from engine.state.tokenizer import _byte_alphabet
 
     chars = sorted(_byte_alphabet(), key=lambda ch: _byte_alphabet()[ch])
     vocab = {ch: i for i, ch in enumerate(chars)}
@@ -74,7 +74,7 @@ def test_model_directory_with_its_own_vocabulary(tmp_path):
 
 
 def test_damaged_bpe_file_is_caught(tmp_path, monkeypatch):
-    import engine.tokenizer as module
+    import engine.state.tokenizer as module
 
     damaged = tmp_path / "gpt2.tiktoken"
     data = BPE_FILE.read_bytes()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import tiktoken
 
-from .errors import TokenizerError
+from ..base.errors import TokenizerError
 
-BPE_FILE = Path(__file__).parent / "data" / "gpt2.tiktoken"
+BPE_FILE = Path(__file__).parent.parent / "data" / "gpt2.tiktoken"
 BPE_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # The same vocabulary in Hugging Face's spelling.
 VOCAB_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
@@ -58,6 +58,11 @@ class Tokenizer:
     def token_bytes(self, ids) -> list[bytes]:
         """The bytes of each token on its own (a token can hold part of a UTF-8 character)."""
         return [self.encoding.decode_single_token_bytes(int(i)) for i in ids]
+
+    def pieces(self, ids, errors: str = "replace") -> list[str]:
+        """Each token's own text, for display: bytes that are not a whole UTF-8 character on their
+        own become U+FFFD (errors="replace") or \\x escapes (errors="backslashreplace")."""
+        return [piece.decode("utf-8", errors=errors) for piece in self.token_bytes(ids)]
 
 
 def _sha256(data: bytes) -> str:

@@ -13,8 +13,7 @@ F32 bytes are read from the file straight into their place (no temporary, so loa
 two copies of anything); F16 and BF16 are widened a slice at a time. The block is anonymous
 memory advised to the kernel as huge pages (2 MiB instead of 4 KiB): decoding streams all of it
 for every token, and with huge pages that stream crosses 512x fewer page boundaries, so the
-hardware prefetchers and the TLB keep up (measured: ~10% more read bandwidth on this project's
-benchmark machine; see benchmarks/).
+hardware prefetchers and the TLB keep up (docs/speed.md).
 
 Every problem is a `CheckpointError` naming the file and the tensor.
 """
@@ -30,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from .config import GPT2Config
-from .errors import CheckpointError
+from ..base.config import GPT2Config
+from ..base.errors import CheckpointError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

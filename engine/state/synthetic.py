@@ -7,7 +7,7 @@ causal-mask buffers a loader must skip, and no `lm_head.weight` (it is tied to `
 are random but shaped like a trained network's (unit-scale attention scores, logits spread over
 several units), so attention is neither uniform nor one-hot and greedy choices are well separated.
 
-    python -m engine.synthetic DIR --preset gpt2 [--layers 2] [--dtype bfloat16] [--seed 0]
+    python -m engine.state.synthetic DIR --preset gpt2 [--layers 2] [--dtype bfloat16] [--seed 0]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from safetensors import TensorSpec, serialize_file
 
-from .config import GPT2Config
-from .model import parameter_shapes
+from ..base.config import GPT2Config
+from .weights import parameter_shapes
 
 # The published shapes: (n_layer, n_head, n_embd); all have n_positions 1024 and vocab 50257.
 PRESETS = {
@@ -167,7 +167,7 @@ def write_checkpoint(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engine.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.state.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--preset", default="gpt2", choices=list(PRESETS))
     parser.add_argument("--layers", type=int, default=None, help="fewer layers than the preset (same widths)")

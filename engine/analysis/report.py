@@ -8,7 +8,7 @@ The page has four views of what the model did: input saliency (hover, tap or foc
 token to shade the tokens before it by their scores), neuron factors (tokens coloured by their
 dominant factor, a sparkline per factor), the logit lens (the top token of every layer at every
 position, and each token's rank across layers) and attention (a query x key heatmap per layer and
-head). It is one file: the CSS and JavaScript (engine/data/report.css, report.js) are inlined and
+head). It is one file: the CSS and JavaScript (engine/analysis/assets/report.css, report.js) are inlined and
 nothing is fetched, so it opens from disk, in a mail attachment or in a notebook's iframe.
 
 The data rides in a <script type="application/json"> element, as JSON in which every "<", ">" and
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_atomically
+from ..base.files import write_atomically
 
 SALIENCY_ORDER = ("grad_x_input", "integrated_gradients", "erasure", "gradient")  # the page's method switch
 SALIENCY_LABELS = {"grad_x_input": "Gradient × input", "integrated_gradients": "Integrated gradients",
@@ -44,8 +44,8 @@ SIGNIFICANT = 4  # factor activations and loadings, whose scale is arbitrary
 
 
 def asset(name: str) -> str:
-    """The text of a file shipped in engine/data (package data, so a wheel carries it)."""
-    return resources.files("engine.data").joinpath(name).read_text(encoding="utf-8")
+    """The text of a file shipped in engine/analysis/assets (package data, so a wheel carries it)."""
+    return resources.files("engine.analysis").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def decimals(values, places: int = DECIMALS) -> list:

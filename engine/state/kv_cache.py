@@ -18,7 +18,7 @@ import mmap
 
 import numpy as np
 
-from .errors import InputError
+from ..base.errors import InputError
 
 
 def lazy_zeros(shape) -> np.ndarray:
@@ -26,9 +26,7 @@ def lazy_zeros(shape) -> np.ndarray:
 
     Not np.zeros: NumPy asks for 2 MiB transparent huge pages on large blocks, and a head's slots
     are max_length x D floats apart, so writing one token would map and clear a whole 2 MiB page per
-    head. Measured (124M, batch 8, 144 slots): the prompt pass paid ~130-270 ms for that 85 MB when
-    the process had been idle a few seconds, against ~0 with 4 KiB pages; a cache sized for the
-    whole context would have cost its full size.
+    head, and a cache sized for the whole context would cost its full size (docs/speed.md).
     """
     count = math.prod(shape)
     if not hasattr(mmap, "MAP_ANONYMOUS"):  # not a POSIX system: whatever np.zeros does there

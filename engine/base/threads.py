@@ -23,13 +23,10 @@ from .errors import InputError
 ENV_VAR = "GPT2_ENGINE_THREADS"
 
 # Numba's OpenMP threads busy-wait after each parallel kernel before they sleep (GNU OpenMP's
-# default: 300,000 spins, milliseconds). Prompt products run on those same threads (kernels/blas.py),
-# so spinning no longer starves another pool; what it costs is other processes' time. Measured on
-# 2 cores (124M decode, block matrices split, interleaved): quiet, 10,000 / 100,000 / 300,000 spins
-# were within noise of each other (~13-17 ms per token); beside two busy-loop processes, 10,000
-# gave 27-57 ms, 100,000 107-350 ms, 300,000 41-63 ms. 10,000 spins (tens of microseconds) keep
-# back-to-back kernels quick and then let the thread sleep. Read by libgomp when Numba first loads
-# it, so it is set here, at import; an explicit setting wins.
+# default: 300,000 spins, milliseconds), which takes other processes' time on a shared machine.
+# 10,000 spins (tens of microseconds) keep back-to-back kernels quick and then let the thread sleep
+# (docs/speed.md has the measurements). libgomp reads it when Numba first loads it, so it is set
+# here, at import; an explicit setting wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 _blas_limit = None  # keeps threadpoolctl's limit alive; set once threads are configured
 

@@ -9,14 +9,14 @@ saves as PNG (`fig.savefig("saliency.png")`) and that Jupyter shows inline.
 matplotlib is optional (pip install "gpt2-engine[plot]"): it is imported here, when a plot is
 asked for, never by the rest of the engine. The figures are `matplotlib.figure.Figure` objects made
 without pyplot, so nothing is registered in pyplot's global state and no GUI backend is needed.
-Colours follow the HTML report's (engine/data/report.css and report.js).
+Colours follow the HTML report's (engine/analysis/assets/report.css and report.js).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..base.errors import InputError
 from .report import SALIENCY_LABELS, lens_label, saliency_methods
 
 SALIENCY_COLOUR = (234 / 255, 88 / 255, 12 / 255)  # --saliency in report.css

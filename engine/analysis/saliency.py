@@ -44,8 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backward import check_target, embedding_forward, target_forward, target_gradients
-from .capture import run_with_hooks
-from .errors import InputError, check_integer
+from ..base.checks import check_integer
+from ..base.errors import InputError
+from ..capture import run_with_hooks
 
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "erasure")
 DEFAULT_STEPS = 50  # Captum's default for integrated gradients

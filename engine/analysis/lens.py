@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, check_integer
-from .generation import top_sorted
-from .model import layer_norm, softmax, unembed
+from ..base.checks import check_integer, check_sequence, check_token_ids
+from ..base.errors import InputError
+from ..base.numeric import softmax, top_sorted
+from ..capture import run_with_cache
+from ..model import layer_norm, unembed
 
 
 @dataclass
@@ -64,17 +66,17 @@ def logit_lens(model, ids, top_k: int = 5, targets=None, cache=None) -> LogitLen
     the last position the model's own top prediction. cache: an ActivationCache of this run holding
     the lens readings (`lens_names`), to save a forward pass.
     """
-    ids = model._check_sequence(ids)  # int64 [T]
+    ids = check_sequence(ids, model.config.vocab_size, model.config.n_positions)  # int64 [T]
     T = len(ids)
     top_k = check_top_k(top_k, model.config.vocab_size)
     if targets is not None:
-        targets = model._check_ids(np.asarray(targets))[0]  # [rows, T']
+        targets = check_token_ids(targets, model.config.vocab_size)[0]  # [rows, T']
         if targets.shape != (1, T):
             raise InputError(f"targets must be {T} token ids (one per position), got shape {np.shape(targets)}")
         targets = targets[0]  # [T]
     names = lens_names(model.config.n_layer)
     if cache is None:
-        _, cache = model.run_with_cache(ids, names=names)
+        _, cache = run_with_cache(model, ids, names=names)
 
     R = len(names)
     top_ids = np.empty((R, T, top_k), dtype=np.int64)

@@ -33,14 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.checks import check_integer, check_sequence
+from ..base.errors import InputError
+from ..base.files import write_atomically
+from ..base.progress import progress_bar
+from ..capture import run_with_cache
+from ..generation import make_search, run, single_sequence
+from ..generation.prompts import prompt_token_ids
 from .backward import check_of, target_forward
-from .errors import InputError, check_integer
 from .factors import DEFAULT_FACTORS, DEFAULT_ITERATIONS, check_factor_options, factorise
-from .files import write_atomically
-from .generation import make_search, prompt_token_ids, run, single_sequence
 from .lens import check_top_k, lens_names, logit_lens
 from .saliency import DEFAULT_STEPS, METHODS, attribute_all, check_method, check_steps
-from .scoring import progress_bar
 
 FORMAT = "gpt2-engine explain"
 FORMAT_VERSION = 1
@@ -238,11 +241,10 @@ class Explanation:
 
 
 def token_texts(tokenizer, ids) -> list[str]:
-    """Each token's own text; bytes that are not a whole UTF-8 character on their own become U+FFFD.
-    Without a tokenizer, the id in angle brackets."""
+    """Each token's own text (`Tokenizer.pieces`); without a tokenizer, the id in angle brackets."""
     if tokenizer is None:
         return [f"<{int(i)}>" for i in ids]
-    return [piece.decode("utf-8", errors="replace") for piece in tokenizer.token_bytes(ids)]
+    return tokenizer.pieces(ids)
 
 
 def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str = "logprob",
@@ -279,13 +281,13 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
         single_sequence(search, True, "explain")
         result = run(search)[0]
         new_ids, finish_reason = result.token_ids, result.finish_reason
-    ids = model._check_sequence(prompt_ids + new_ids)  # int64 [N]
+    ids = check_sequence(prompt_ids + new_ids, model.config.vocab_size, model.config.n_positions)  # int64 [N]
     N, P, c = len(ids), len(prompt_ids), model.config
 
     # One captured pass: the lens readings, the attention and the MLP activations.
     names = lens_names(c.n_layer) + [f"blocks.{i}.attn.hook_pattern" for i in range(c.n_layer)]
     names += [f"blocks.{i}.mlp.hook_post" for i in range(c.n_layer)]
-    logits, cache = model.run_with_cache(ids, names=names)  # [N, V]
+    logits, cache = run_with_cache(model, ids, names=names)  # [N, V]
     G = N - P
     predicted_at = np.arange(P - 1, N - 1)  # [G]: generated token P + g is predicted at P + g - 1
     target_values = np.array([target_forward(logits[i : i + 1], int(ids[i + 1]), of)[0][0] for i in predicted_at],

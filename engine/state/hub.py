@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from ..base.errors import ModelNotFoundError
 
 # Short name -> repository id on the Hugging Face hub.
 PUBLISHED = {

@@ -29,9 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .model import softmax
-
-NEG_INF = np.float32(-np.inf)
+from ..base.numeric import NEG_INF, softmax, top_k_mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,29 +85,6 @@ def min_new_tokens_filter(scores, n_new: int, min_new_tokens: int, end_ids):  # 
 def apply_temperature(scores, temperature: float):  # [B, V] -> [B, V]
     """Divide by the temperature (> 0): below 1 sharpens the distribution, above 1 flattens it."""
     return scores / np.float32(temperature)
-
-
-def top_k_mask(scores, k):  # [B, V] -> bool [B, V]
-    """True for exactly k tokens per row: the highest scores; among tokens tied with the k-th
-    highest score, the lowest token ids. `k` is an int or one int per row. Tokens already ruled
-    out (-inf) are never kept, so a row with fewer than k others keeps just those."""
-    B, V = scores.shape
-    ks = np.broadcast_to(np.asarray(k, dtype=np.int64), (B,))
-    keep = np.zeros((B, V), dtype=bool)
-    for b in range(B):
-        # Only tokens not ruled out yet compete (np.partition is slow on long runs of -inf).
-        candidates = np.flatnonzero(scores[b] > NEG_INF)  # [n] ids, increasing
-        values = scores[b, candidates]  # [n]
-        n = candidates.size
-        if ks[b] >= n:
-            keep[b, candidates] = True
-            continue
-        kth_value = np.partition(values, n - ks[b])[n - ks[b]]  # the k-th highest, in O(n)
-        above = values > kth_value  # [n]
-        tied = values == kth_value  # [n]
-        room = ks[b] - np.count_nonzero(above)  # how many of the tied tokens fit
-        keep[b, candidates[above | (tied & (np.cumsum(tied) <= room))]] = True
-    return keep
 
 
 def top_k_filter(scores, k: int):  # [B, V] -> [B, V]

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, as_integer, check_integer
+from ..base.checks import as_integer, check_integer, check_sequence
+from ..base.errors import InputError
+from ..capture import run_with_cache
 
 EPSILON = np.finfo(np.float32).eps  # replaces a zero denominator, as scikit-learn's "mu" solver does
 DEFAULT_FACTORS = 10  # Ecco's default
@@ -136,5 +138,6 @@ def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, s
     factors, iterations = check_factor_options(factors, iterations)
     names = [f"blocks.{i}.mlp.hook_post" for i in layers]
     if cache is None:
-        _, cache = model.run_with_cache(model._check_sequence(ids), names=names)
+        ids = check_sequence(ids, model.config.vocab_size, model.config.n_positions)
+        _, cache = run_with_cache(model, ids, names=names)
     return factorise(np.stack([cache[n] for n in names]), layers, factors, seed=seed, iterations=iterations)

@@ -1,0 +1,27 @@
+"""gpt2 tokenize: the token ids and pieces of a text."""
+
+from __future__ import annotations
+
+import json
+
+from ..state.tokenizer import gpt2_tokenizer
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("tokenize", help="show the token ids and pieces of a text")
+    p.add_argument("text", help="the text to tokenize")
+    p.add_argument("--json", action="store_true", help="print ids and pieces as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    tokenizer = gpt2_tokenizer()
+    ids = tokenizer.encode(args.text)
+    pieces = tokenizer.pieces(ids, errors="backslashreplace")
+    if args.json:
+        print(json.dumps({"ids": ids, "pieces": pieces}))
+        return 0
+    for i, piece in zip(ids, pieces):
+        print(f"{i:>6}  {piece!r}")
+    print(f"{len(ids)} tokens")
+    return 0
