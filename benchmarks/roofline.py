@@ -63,7 +63,10 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> dict:
     for pages in ("huge_pages", "small_pages"):
         a = _array(n_bytes, pages == "huge_pages")
         rows = a.reshape(-1, 4096)
-        for name, reduce in (("flat_sum", lambda: _parallel_sum(a)), ("row_band_sum", lambda: _row_band_sum(rows, threads))):
+        for name, reduce in (
+            ("flat_sum", lambda a=a: _parallel_sum(a)),
+            ("row_band_sum", lambda rows=rows: _row_band_sum(rows, threads)),
+        ):
             reduce()  # compile (or load from the cache) and warm outside the timing
             seconds = []
             for _ in range(repeats):

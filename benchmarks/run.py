@@ -34,7 +34,13 @@ from benchmarks.roofline import decode_bytes, weight_bytes  # noqa: E402
 from engine.state.synthetic import preset_config, write_checkpoint  # noqa: E402
 
 CONFIGS = [(16, 1), (16, 8), (512, 1), (512, 8)]  # (prompt tokens, batch)
-TARGETS = {"decode_ratio": 2.0, "decode_bandwidth": 0.85, "prefill_ratio": 1.5, "warm_first_token_s": 1.5, "rss_ratio": 1.2}
+TARGETS = {
+    "decode_ratio": 2.0,
+    "decode_bandwidth": 0.85,
+    "prefill_ratio": 1.5,
+    "warm_first_token_s": 1.5,
+    "rss_ratio": 1.2,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,7 +54,11 @@ class Worker:
         self.side = side
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.workers", side, str(threads)],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self._read()  # {"ready": ...}
 
@@ -104,20 +114,39 @@ def check_same_tokens(engine_tokens, torch_run, tolerance: float) -> dict:
     return {"identical": True, "verdict": "identical", "count": sum(len(r) for r in engine_tokens)}
 
 
-def startup_runs(side: str, model_dir: Path, threads: int, env: dict, numba_cache: Path, prompt_len: int, new_tokens: int) -> dict:
+def startup_runs(
+    side: str, model_dir: Path, threads: int, env: dict, numba_cache: Path, prompt_len: int, new_tokens: int
+) -> dict:
     """Process start to first token, measured from here (the parent) to the child's first line."""
     env = dict(env, NUMBA_CACHE_DIR=str(numba_cache))
     start = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.startup", side, str(model_dir), str(threads), str(prompt_len), str(new_tokens)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.startup",
+            side,
+            str(model_dir),
+            str(threads),
+            str(prompt_len),
+            str(new_tokens),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     first = json.loads(child.stdout.readline())
     first_token_s = time.perf_counter() - start
     done = json.loads(child.stdout.readline())
     child.wait()
-    return {"first_token_s": first_token_s, "imported": first["imported"], "loaded": first["loaded"],
-            "in_child_first_token_s": first["t"], "peak_kib": done["peak_kib"]}
+    return {
+        "first_token_s": first_token_s,
+        "imported": first["imported"],
+        "loaded": first["loaded"],
+        "in_child_first_token_s": first["t"],
+        "peak_kib": done["peak_kib"],
+    }
 
 
 def summary(values: list[float]) -> dict:
@@ -133,8 +162,13 @@ def measure_model(preset: str, model_dir: Path, engine: Worker, torch: Worker, a
         print(f"  {preset} prompt {P} batch {B}: warm-up and token check", flush=True)
         ours = engine("run", batch=B, prompt_len=P, new_tokens=N)
         theirs = torch("run", batch=B, prompt_len=P, new_tokens=N, gaps=True)
-        entry = {"check": check_same_tokens(ours["tokens"], theirs, args.tie_tolerance),
-                 "engine": [], "torch": [], "generate": [], "reference_tokens": ours["tokens"]}
+        entry = {
+            "check": check_same_tokens(ours["tokens"], theirs, args.tie_tolerance),
+            "engine": [],
+            "torch": [],
+            "generate": [],
+            "reference_tokens": ours["tokens"],
+        }
         if args.generate:
             generated = torch("generate", batch=B, prompt_len=P, new_tokens=N)
             entry["generate_check"] = generated["tokens"] == theirs["tokens"]
@@ -157,7 +191,7 @@ def measure_model(preset: str, model_dir: Path, engine: Worker, torch: Worker, a
         for P, B in CONFIGS:
             results["configs"][f"{P},{B}"]["generate"].append(torch("generate", batch=B, prompt_len=P, new_tokens=N))
         print(f"  {preset} generate(): repeat {repeat + 1}/{args.repeats}", flush=True)
-    for (P, B) in CONFIGS:
+    for P, B in CONFIGS:
         entry = results["configs"][f"{P},{B}"]
         entry.pop("reference_tokens")
         for name in ("engine", "torch"):
@@ -181,18 +215,25 @@ def machine_info(threads: int) -> dict:
 
     cpu = "?"
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kib = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
     except OSError:
         mem_kib = 0
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
-        "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-        "numpy": numpy.__version__, "numba": numba.__version__, "torch": torch.__version__,
-        "transformers": transformers.__version__, "threads": threads,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": threads,
         "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "default"),
     }
 
@@ -207,11 +248,15 @@ def fmt_range(s: dict, digits: int = 1) -> str:
 
 def bandwidth_variants(bandwidth: dict) -> str:
     """Each reduction's median (and best) pass, for the roofline row."""
+
     def one(key):
         best = bandwidth.get(f"{key}_best")
         return f"{bandwidth[key] / 1e9:.1f}" + (f" (best {best / 1e9:.1f})" if best else "")
-    return (f"flat sum: huge pages {one('flat_sum_huge_pages')}, 4 KiB pages {one('flat_sum_small_pages')}; "
-            f"sum of row bands: huge pages {one('row_band_sum_huge_pages')}, 4 KiB pages {one('row_band_sum_small_pages')}")
+
+    return (
+        f"flat sum: huge pages {one('flat_sum_huge_pages')}, 4 KiB pages {one('flat_sum_small_pages')}; "
+        f"sum of row bands: huge pages {one('row_band_sum_huge_pages')}, 4 KiB pages {one('row_band_sum_small_pages')}"
+    )
 
 
 def args_repeats(data: dict) -> int:
@@ -238,7 +283,7 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         f"- Threads: {m['threads']} for both sides. Engine: Numba {data['threads']['engine']['numba_threads']}, "
         f"pools {fmt_pools(data['threads']['engine']['pools'])}. PyTorch: torch.get_num_threads() = "
         f"{data['threads']['torch']['torch_threads']}, pools {fmt_pools(data['threads']['torch']['pools'])}; "
-        f"attention implementation \"{data['threads']['torch']['attn_implementation']}\".",
+        f'attention implementation "{data["threads"]["torch"]["attn_implementation"]}".',
         "",
         "## What each side runs",
         "",
@@ -269,8 +314,8 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         "",
         "The bandwidth limit of a decode step is the bytes it must read divided by the bandwidth above.",
         "Bytes counted (float32): every block's weights, biases and LayerNorm parameters, ln_f, the",
-        "whole wte once (the tied output layer), and one wte row and one wpe row per batch row. \"% of",
-        "limit\" uses those weight bytes, as the issue defines it; \"with KV\" also counts the keys and",
+        'whole wte once (the tied output layer), and one wte row and one wpe row per batch row. "% of',
+        'limit" uses those weight bytes, as the issue defines it; "with KV" also counts the keys and',
         "values attention reads (the average cached length over the run).",
         "",
     ]
@@ -294,8 +339,11 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
             limit_kv_ms = 1e3 * (entry["bytes"]["weights"] + entry["bytes"]["kv"]) / bw
             gen = fmt_range(entry["generate"]["decode_ms"]) if "generate" in entry else "–"
             check = entry["check"]
-            tokens = (f"identical ({check['count']})" if check["identical"]
-                      else f"{check['verdict']} at row {check['row']} step {check['step']} (top-2 gap {check['gap']:.1e})")
+            tokens = (
+                f"identical ({check['count']})"
+                if check["identical"]
+                else f"{check['verdict']} at row {check['row']} step {check['step']} (top-2 gap {check['gap']:.1e})"
+            )
             if "generate_check" in entry:
                 tokens += "; generate() the same" if entry["generate_check"] else "; generate() DIFFERS"
             lines.append(
@@ -330,7 +378,7 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         f"Weights (124M): {wb / 1e6:.1f} MB of float32 parameters; the file is {fb / 1e6:.1f} MB (it also holds the "
         "published `attn.bias` mask buffers, which are skipped). Peak RSS is the child's VmHWM after "
         f"{data['args']['new_tokens']} new tokens. The engine's peak over the weights is the runtime: the RSS at "
-        "\"imports done\" (Python, NumPy, Numba with LLVM's library), plus what Numba adds when it loads the kernels "
+        '"imports done" (Python, NumPy, Numba with LLVM\'s library), plus what Numba adds when it loads the kernels '
         "(its type registries, LLVM's JIT), plus the tokenizer, the KV cache and activations.",
         "",
     ]
@@ -357,13 +405,36 @@ def targets_section(data: dict) -> list[str]:
     warm = data["startup"]["warm_first_token_s"]
     rss_ratio = data["startup"]["engine_peak_kib"] * 1024 / data["startup"]["weight_bytes"]
     rows = [
-        ("decode 124M, 16+128, batch 1: PyTorch ms / engine ms", f">= {TARGETS['decode_ratio']}x", f"{decode_ratio:.2f}x", decode_ratio >= TARGETS["decode_ratio"]),
-        ("same, engine as a share of the bandwidth limit", f">= {TARGETS['decode_bandwidth']:.0%}", f"{decode_share:.0%}", decode_share >= TARGETS["decode_bandwidth"]),
-        ("prefill 124M, 512 tokens, batch 1: engine tok/s / PyTorch tok/s", f">= {TARGETS['prefill_ratio']}x", f"{prefill_ratio:.2f}x", prefill_ratio >= TARGETS["prefill_ratio"]),
-        ("second process (warm Numba cache), start to first token", f"<= {TARGETS['warm_first_token_s']} s", f"{warm:.2f} s", warm <= TARGETS["warm_first_token_s"]),
-        ("peak RSS / float32 weight bytes (124M)", f"<= {TARGETS['rss_ratio']}x",
-         f"{rss_ratio:.2f}x ({data['startup']['engine_peak_kib'] * 1024 / data['startup']['file_bytes']:.2f}x the file size)",
-         rss_ratio <= TARGETS["rss_ratio"]),
+        (
+            "decode 124M, 16+128, batch 1: PyTorch ms / engine ms",
+            f">= {TARGETS['decode_ratio']}x",
+            f"{decode_ratio:.2f}x",
+            decode_ratio >= TARGETS["decode_ratio"],
+        ),
+        (
+            "same, engine as a share of the bandwidth limit",
+            f">= {TARGETS['decode_bandwidth']:.0%}",
+            f"{decode_share:.0%}",
+            decode_share >= TARGETS["decode_bandwidth"],
+        ),
+        (
+            "prefill 124M, 512 tokens, batch 1: engine tok/s / PyTorch tok/s",
+            f">= {TARGETS['prefill_ratio']}x",
+            f"{prefill_ratio:.2f}x",
+            prefill_ratio >= TARGETS["prefill_ratio"],
+        ),
+        (
+            "second process (warm Numba cache), start to first token",
+            f"<= {TARGETS['warm_first_token_s']} s",
+            f"{warm:.2f} s",
+            warm <= TARGETS["warm_first_token_s"],
+        ),
+        (
+            "peak RSS / float32 weight bytes (124M)",
+            f"<= {TARGETS['rss_ratio']}x",
+            f"{rss_ratio:.2f}x ({data['startup']['engine_peak_kib'] * 1024 / data['startup']['file_bytes']:.2f}x the file size)",
+            rss_ratio <= TARGETS["rss_ratio"],
+        ),
     ]
     lines = ["## Targets (issue 4)", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     lines += [f"| {name} | {want} | {got} | {'yes' if ok else '**no**'} |" for name, want, got, ok in rows]
@@ -394,7 +465,9 @@ def write_plot(data: dict, path: Path) -> None:
     top.bar([i - w for i in x], ours, w, label="gpt2-engine")
     top.bar(x, theirs, w, label="transformers + PyTorch (manual cache loop)")
     top.bar([i + w for i in x], gen, w, label="transformers generate()")
-    top.scatter([i - w for i in x], limits, marker="_", s=400, color="black", zorder=3, label="bandwidth limit (weights)")
+    top.scatter(
+        [i - w for i in x], limits, marker="_", s=400, color="black", zorder=3, label="bandwidth limit (weights)"
+    )
     top.set_ylabel("decode ms per step (lower is better)")
     top.set_xticks(x, labels, fontsize=8)
     top.legend(fontsize=8)
@@ -414,18 +487,35 @@ def write_plot(data: dict, path: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the 355M (gpt2-medium) shape")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for both sides (default: all cores)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per side and configuration (default: 5)")
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--bandwidth-repeats", type=int, default=10, help="passes per bandwidth measure (the median is kept)")
-    parser.add_argument("--no-generate", dest="generate", action="store_false", help="skip timing transformers' generate()")
-    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "gpt2-engine-bench",
-                        help="where the synthetic checkpoints are written (reused across runs)")
+    parser.add_argument(
+        "--bandwidth-repeats", type=int, default=10, help="passes per bandwidth measure (the median is kept)"
+    )
+    parser.add_argument(
+        "--no-generate", dest="generate", action="store_false", help="skip timing transformers' generate()"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "gpt2-engine-bench",
+        help="where the synthetic checkpoints are written (reused across runs)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    parser.add_argument("--tie-tolerance", type=float, default=1e-3,
-                        help="a token disagreement where the reference's top-2 logits are this close is a near-tie, not a failure")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite RESULTS.md and the plot from the last run's results.json, measuring nothing")
+    parser.add_argument(
+        "--tie-tolerance",
+        type=float,
+        default=1e-3,
+        help="a token disagreement where the reference's top-2 logits are this close is a near-tie, not a failure",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite RESULTS.md and the plot from the last run's results.json, measuring nothing",
+    )
     args = parser.parse_args(argv)
     args.startup_prompt = 16
     if args.report_only:
@@ -435,8 +525,12 @@ def main(argv=None) -> None:
         print(f"rewrote {args.out} from {args.out.with_name('results.json')}")
         return
     began = time.perf_counter()
-    data = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_start": os.getloadavg()[0],
-            "machine": machine_info(args.threads), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    data = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_start": os.getloadavg()[0],
+        "machine": machine_info(args.threads),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
     args.data_dir.mkdir(parents=True, exist_ok=True)
     presets = ["gpt2"] + (["gpt2-medium"] if args.full else [])
     model_dirs = {p: ensure_checkpoint(args.data_dir, p) for p in presets}
@@ -445,8 +539,11 @@ def main(argv=None) -> None:
     engine, torch = Worker("engine", args.threads, env), Worker("torch", args.threads, env)
     try:
         print("roofline: bandwidth and matmul FLOP/s", flush=True)
-        data["roofline"] = {"bandwidth": engine("bandwidth", repeats=args.bandwidth_repeats), "engine_flops": engine("matmul_flops")["flops"],
-                            "torch_flops": torch("matmul_flops")["flops"]}
+        data["roofline"] = {
+            "bandwidth": engine("bandwidth", repeats=args.bandwidth_repeats),
+            "engine_flops": engine("matmul_flops")["flops"],
+            "torch_flops": torch("matmul_flops")["flops"],
+        }
         data["models"] = []
         for preset in presets:
             result = measure_model(preset, model_dirs[preset], engine, torch, args)
@@ -460,10 +557,17 @@ def main(argv=None) -> None:
     numba_cache = Path(tempfile.mkdtemp(prefix="gpt2-engine-numba-cache-"))
     try:
         N, P = args.new_tokens, args.startup_prompt
-        runs = [("engine, cold Numba cache", startup_runs("engine", model_dirs["gpt2"], args.threads, env, numba_cache, P, N))]
+        runs = [
+            (
+                "engine, cold Numba cache",
+                startup_runs("engine", model_dirs["gpt2"], args.threads, env, numba_cache, P, N),
+            )
+        ]
         warm = [startup_runs("engine", model_dirs["gpt2"], args.threads, env, numba_cache, P, N) for _ in range(3)]
         runs += [(f"engine, warm Numba cache (run {i + 1} of 3)", w) for i, w in enumerate(warm)]
-        runs += [("PyTorch + transformers", startup_runs("torch", model_dirs["gpt2"], args.threads, env, numba_cache, P, N))]
+        runs += [
+            ("PyTorch + transformers", startup_runs("torch", model_dirs["gpt2"], args.threads, env, numba_cache, P, N))
+        ]
         for preset in presets[1:]:  # --full: the larger shape too, where the fixed runtime cost weighs less
             run = startup_runs("engine", model_dirs[preset], args.threads, env, numba_cache, P, N)
             run["weight_bytes"] = weight_bytes(preset_config(preset))
@@ -486,7 +590,12 @@ def main(argv=None) -> None:
     write_plot(data, plot)
     write_report(data, out, plot.name)
     print(f"wrote {out}, {plot} and {out.with_name('results.json')}")
-    bad = [(f"{m['preset']} {k}", e["check"]) for m in data["models"] for k, e in m["configs"].items() if e["check"]["verdict"] == "MISMATCH"]
+    bad = [
+        (f"{m['preset']} {k}", e["check"])
+        for m in data["models"]
+        for k, e in m["configs"].items()
+        if e["check"]["verdict"] == "MISMATCH"
+    ]
     if bad:
         raise SystemExit(f"benchmark: greedy tokens differ between the engine and PyTorch: {bad}")
 

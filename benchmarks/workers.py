@@ -149,8 +149,9 @@ class TorchSide:
         """`model.generate()` itself, greedy, exactly `new_tokens` new tokens (end-of-text not a stop)."""
         torch = self.torch
         ids = torch.from_numpy(prompt_ids(batch, prompt_len, self.model.config.vocab_size))
-        options = dict(attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                       eos_token_id=None, pad_token_id=0)
+        options = dict(
+            attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0
+        )
         with torch.inference_mode():
             start = time.perf_counter()
             self.model.generate(ids, max_new_tokens=1, min_new_tokens=1, **options)

@@ -20,6 +20,23 @@ from .generation import GenerationResult
 from .gpt2 import GPT2
 from .scoring import Scores
 
-__all__ = ["GPT2", "GPT2Config", "GPT2Error", "CheckpointError", "ConfigError", "InputError",
-           "ModelNotFoundError", "TokenizerError", "get_threads", "set_threads", "ActivationCache",
-           "Explanation", "GenerationResult", "Scores", "set_heads", "set_neurons", "zero_heads", "zero_neurons"]
+__all__ = [
+    "GPT2",
+    "ActivationCache",
+    "CheckpointError",
+    "ConfigError",
+    "Explanation",
+    "GPT2Config",
+    "GPT2Error",
+    "GenerationResult",
+    "InputError",
+    "ModelNotFoundError",
+    "Scores",
+    "TokenizerError",
+    "get_threads",
+    "set_heads",
+    "set_neurons",
+    "set_threads",
+    "zero_heads",
+    "zero_neurons",
+]

@@ -37,18 +37,38 @@ Intervention = tuple[str, Callable[[np.ndarray], np.ndarray | None]]
 
 # Per block, in the order model.py reaches them.
 BLOCK_HOOKS = (
-    "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern",
-    "attn.hook_z", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post",
-    "hook_mlp_out", "hook_resid_post",
+    "hook_resid_pre",
+    "ln1.hook_normalized",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
 )
 
 # TransformerLens' short names (its `utils.get_act_name`): short -> the name after "blocks.{i}.".
 SHORT_NAMES = {
-    "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-    "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
-    "pre": "mlp.hook_pre", "post": "mlp.hook_post",
-    "ln1": "ln1.hook_normalized", "ln2": "ln2.hook_normalized",
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "z": "attn.hook_z",
+    "pattern": "attn.hook_pattern",
+    "pre": "mlp.hook_pre",
+    "post": "mlp.hook_post",
+    "ln1": "ln1.hook_normalized",
+    "ln2": "ln2.hook_normalized",
 }
 GLOBAL_SHORT_NAMES = {"embed": "hook_embed", "pos_embed": "hook_pos_embed", "ln_final": "ln_final.hook_normalized"}
 
@@ -78,8 +98,10 @@ def act_name(key, layer: int | None = None) -> str:
     if layer is None and key.startswith(("hook_", "blocks.", "ln_final.")):
         return key
     known = ", ".join(list(GLOBAL_SHORT_NAMES) + [f"({s!r}, layer)" for s in SHORT_NAMES])
-    raise InputError(f"unknown activation name {key!r}{'' if layer is None else f' with layer {layer}'}; "
-                     f"give a full hook name or one of {known}")
+    raise InputError(
+        f"unknown activation name {key!r}{'' if layer is None else f' with layer {layer}'}; "
+        f"give a full hook name or one of {known}"
+    )
 
 
 class ActivationCache(Mapping):
@@ -135,14 +157,21 @@ def select_names(config: GPT2Config, names) -> list[str]:
     for item in names:
         name = act_name(item)
         if name not in every:
-            raise InputError(f"no hook named {name!r} in this model ({config.n_layer} layers: blocks.0 to "
-                             f"blocks.{config.n_layer - 1}); see engine.capture.hook_names")
+            raise InputError(
+                f"no hook named {name!r} in this model ({config.n_layer} layers: blocks.0 to "
+                f"blocks.{config.n_layer - 1}); see engine.capture.hook_names"
+            )
         chosen.append(name)
     return chosen
 
 
-def make_hooks(config: GPT2Config, capture: Iterable[str], fwd_hooks: Iterable[Intervention], batched: bool,
-               store: dict[str, np.ndarray]):
+def make_hooks(
+    config: GPT2Config,
+    capture: Iterable[str],
+    fwd_hooks: Iterable[Intervention],
+    batched: bool,
+    store: dict[str, np.ndarray],
+):
     """A hooks function for `model(ids, hooks=...)`: applies the interventions at their names, then
     copies the named arrays into `store` (the batch axis dropped when the input had none).
     Returns None when there is nothing to do, so that the model takes its plain path."""
@@ -257,6 +286,7 @@ def _indices(what: str, values, size: int, where: str) -> np.ndarray:
 
 def _assign(array: np.ndarray, units: np.ndarray, positions, values, what: str, where: str) -> None:
     """Set units (neurons of [B, T, I], or heads of [B, T, H, D]) at all or some positions to values."""
+    rows: slice | np.ndarray
     if positions is None:
         rows, cols = slice(None), units
     else:

@@ -42,12 +42,13 @@ from .state.weights import GPT2Weights, parameter_shapes, weights_from_state_dic
 class GPT2:
     """A GPT-2 language model: weights, config and tokenizer, callable on token ids.
 
-        model = GPT2.from_pretrained("gpt2")               # or a Hugging Face layout directory
-        logits = model(model.tokenizer.encode("Hello"))    # float32 [T, V]
+    model = GPT2.from_pretrained("gpt2")               # or a Hugging Face layout directory
+    logits = model(model.tokenizer.encode("Hello"))    # float32 [T, V]
     """
 
-    def __init__(self, config: GPT2Config, weights: GPT2Weights, tokenizer: Tokenizer | None = None,
-                 source: str | None = None):
+    def __init__(
+        self, config: GPT2Config, weights: GPT2Weights, tokenizer: Tokenizer | None = None, source: str | None = None
+    ):
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
@@ -88,8 +89,9 @@ class GPT2:
             max_length = c.n_positions + longest_pad
         return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_length, left_padding)
 
-    def __call__(self, ids, cache: KVCache | None = None, *, left_padding=None, logits_to_keep=None,
-                 hooks: Hooks | None = None) -> np.ndarray:
+    def __call__(
+        self, ids, cache: KVCache | None = None, *, left_padding=None, logits_to_keep=None, hooks: Hooks | None = None
+    ) -> np.ndarray:
         """Logits of the next token after each position.
 
         ids: ints [T] or [B, T]. Returns float32 [T, V] or [B, T, V] (the last `logits_to_keep`
@@ -108,7 +110,7 @@ class GPT2:
         if cache is not None:
             if cache.batch_size != B:
                 raise InputError(f"the cache holds {cache.batch_size} rows but the ids have {B}")
-            if T > cache.room():
+            if cache.room() < T:
                 raise InputError(
                     f"the cache has room for {cache.room()} more tokens (max_length={cache.max_length}), got {T}"
                 )
@@ -118,7 +120,7 @@ class GPT2:
         if logits_to_keep is not None and not (isinstance(logits_to_keep, int) and 1 <= logits_to_keep <= T):
             raise InputError(f"logits_to_keep must be an integer from 1 to {T}, got {logits_to_keep!r}")
         logits = gpt2_forward(
-            self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks,
+            self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks
         )
         return logits if batched else logits[0]
 

@@ -27,7 +27,7 @@ This file is the math only: arguments are assumed checked. The `GPT2` class that
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -104,7 +104,9 @@ def attention(x, w: AttentionWeights, *, n_head, scale, key_start, cache, layer,
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C], views
     q, k, v = (split_heads(a, n_head) for a in (q, k, v))  # 3 x [B, H, T, D]
     if hooks is not None:  # TransformerLens order: [B, T, H, D]
-        q, k, v = (hooks(f"{name}.hook_{n}", a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for n, a in zip("qkv", (q, k, v)))
+        q, k, v = (
+            hooks(f"{name}.hook_{n}", a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for n, a in zip("qkv", (q, k, v))
+        )
     if cache is not None:
         k, v = cache.write(layer, k, v)  # 2 x [B, H, S, D], S = cached + T
     if hooks is None:
@@ -125,8 +127,15 @@ def block(x, w: BlockWeights, config: GPT2Config, *, layer, key_start, cache, ho
     if hooks is not None:
         h = hooks(f"{name}.ln1.hook_normalized", h)
     a = attention(
-        h, w.attn, n_head=config.n_head, scale=attention_scale(config, layer),
-        key_start=key_start, cache=cache, layer=layer, hooks=hooks, name=f"{name}.attn",
+        h,
+        w.attn,
+        n_head=config.n_head,
+        scale=attention_scale(config, layer),
+        key_start=key_start,
+        cache=cache,
+        layer=layer,
+        hooks=hooks,
+        name=f"{name}.attn",
     )  # [B, T, C]
     if hooks is not None:
         a = hooks(f"{name}.hook_attn_out", a)

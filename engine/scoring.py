@@ -109,8 +109,16 @@ class Scores:
         return math.exp(self.mean_nll)
 
 
-def score(model, text_or_ids, *, bos: bool = False, context: int | None = None, stride: int | None = None,
-          batch_size: int = DEFAULT_BATCH_SIZE, progress: bool | None = None) -> Scores:
+def score(
+    model,
+    text_or_ids,
+    *,
+    bos: bool = False,
+    context: int | None = None,
+    stride: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool | None = None,
+) -> Scores:
     """Score a text (str) or token ids ([N] ints) under `model` with the sliding-window protocol.
 
     context: tokens per window, 2..n_positions (default n_positions).
@@ -133,8 +141,8 @@ def score(model, text_or_ids, *, bos: bool = False, context: int | None = None, 
         for batch in batches:
             for index, row_logprobs in zip(batch, window_logprobs(model, tokens, [windows[i] for i in batch])):
                 w = windows[index]
-                logprobs[w.first_scored:w.end] = row_logprobs
-                window_of[w.first_scored:w.end] = index
+                logprobs[w.first_scored : w.end] = row_logprobs
+                window_of[w.first_scored : w.end] = index
             bar.update(len(batch))
     return Scores(tokens, logprobs, window_of, windows, context, stride, bos)
 
@@ -146,22 +154,22 @@ def window_batches(windows: list[Window], batch_size: int) -> list[list[int]]:
     useful = [i for i, w in enumerate(windows) if w.n_scored > 0]
     shape = lambda i: (windows[i].end - windows[i].begin, windows[i].n_scored)  # noqa: E731
     batches = []
-    for _, group in groupby(useful, key=shape):
-        group = list(group)
-        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    for _, same_shape in groupby(useful, key=shape):
+        group = list(same_shape)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     return batches
 
 
 def window_logprobs(model, tokens: np.ndarray, batch: list[Window]) -> list[np.ndarray]:
     """One forward pass over windows of one shape -> float32 [n_scored] log-probabilities per window."""
     n = batch[0].n_scored
-    ids = np.stack([tokens[w.begin:w.end] for w in batch])  # [B, L]
+    ids = np.stack([tokens[w.begin : w.end] for w in batch])  # [B, L]
     # The prediction of token p is made at position p - 1: the n scored tokens, the last n of the
     # window, are predicted at the n positions before the last. Only n + 1 positions are kept.
     logits = model(ids, logits_to_keep=n + 1)  # [B, n + 1, V]
     rows = []
     for r, w in enumerate(batch):
-        targets = tokens[w.first_scored:w.end]  # [n]
+        targets = tokens[w.first_scored : w.end]  # [n]
         # One window at a time: the log-softmax is as large as the logits, and it is not kept.
         logp = log_softmax(logits[r, :n])  # [n, V]
         rows.append(logp[np.arange(n), targets])  # [n]

@@ -8,7 +8,19 @@ from .linear import linear, linear_reference, matmul_transposed, matmul_transpos
 from .warm_up import KernelWarmUp, warm_up
 
 __all__ = [
-    "causal_attention", "causal_attention_reference", "exp", "exp_f32", "exp_reference", "gelu",
-    "gelu_reference", "layer_norm", "layer_norm_reference", "linear", "linear_reference",
-    "matmul_transposed", "matmul_transposed_reference", "warm_up", "KernelWarmUp",
+    "KernelWarmUp",
+    "causal_attention",
+    "causal_attention_reference",
+    "exp",
+    "exp_f32",
+    "exp_reference",
+    "gelu",
+    "gelu_reference",
+    "layer_norm",
+    "layer_norm_reference",
+    "linear",
+    "linear_reference",
+    "matmul_transposed",
+    "matmul_transposed_reference",
+    "warm_up",
 ]

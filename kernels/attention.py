@@ -54,7 +54,7 @@ def _attend_one_head(q, k, v, first, scale, out):
     q, or of the accumulator, serves four keys. The scratch arrays are allocated here, so the
     compiler knows they alias nothing else (which it must know to vectorise), and the keys are
     renumbered from the first visible one so every loop starts at 0 (a loop starting at a
-    run-time offset measured 35% slower).
+    run-time offset vectorises worse; docs/speed.md).
     """
     T, D = q.shape
     k = k[first:]  # [S - first, D]: the keys a query may see, renumbered from 0
@@ -136,7 +136,7 @@ def _c_contiguous_parent(a: np.ndarray) -> np.ndarray:
 
     The cache hands attention views of its first S slots out of M allocated ones. Numba compiles
     such a view as an array of any layout, and then cannot prove that a row of D values is
-    contiguous, so the loops over D stay scalar: 3x slower. The whole allocated block is
+    contiguous, so the loops over D stay scalar (docs/speed.md). The whole allocated block is
     C-contiguous, so the kernel is given that (and S): same memory, no copy. Other layouts are
     copied.
     """
@@ -145,7 +145,13 @@ def _c_contiguous_parent(a: np.ndarray) -> np.ndarray:
     row, head, batch = a.strides[2], a.strides[1], a.strides[0]
     if a.flags.c_contiguous:
         return a
-    if a.strides[3] == item and row == D * item and head % row == 0 and head // row >= S and (B == 1 or batch == H * head):
+    if (
+        a.strides[3] == item
+        and row == D * item
+        and head % row == 0
+        and head // row >= S
+        and (B == 1 or batch == H * head)
+    ):
         M = head // row
         return np.lib.stride_tricks.as_strided(a, shape=(B, H, M, D), strides=(H * head, head, row, item))
     return np.ascontiguousarray(a)
@@ -159,5 +165,7 @@ def causal_attention(q, k, v, key_start, scale, out=None):
     S = k.shape[2]
     kernel = _attention_parallel if B * H * T * S * D >= settings.PARALLEL_MIN_MULTIPLY_ADDS else _attention_serial
     q = np.ascontiguousarray(q)  # one compiled layout (decode steps give C, prompts strided views)
-    kernel(q, _c_contiguous_parent(k), _c_contiguous_parent(v), S, np.asarray(key_start, dtype=np.int64), float(scale), out)
+    kernel(
+        q, _c_contiguous_parent(k), _c_contiguous_parent(v), S, np.asarray(key_start, dtype=np.int64), float(scale), out
+    )
     return out

@@ -34,8 +34,22 @@ _i64 = types.int64
 # cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); pointers as void*
 cblas_sgemm = types.ExternalFunction(
     SYMBOL,
-    types.void(_i64, _i64, _i64, _i64, _i64, _i64, types.float32, types.voidptr, _i64, types.voidptr, _i64,
-               types.float32, types.voidptr, _i64),
+    types.void(
+        _i64,
+        _i64,
+        _i64,
+        _i64,
+        _i64,
+        _i64,
+        types.float32,
+        types.voidptr,
+        _i64,
+        types.voidptr,
+        _i64,
+        types.float32,
+        types.voidptr,
+        _i64,
+    ),
 )
 
 

@@ -14,6 +14,7 @@ from numba import njit, prange
 from . import settings
 from .settings import ROW_SUMS
 
+
 def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     """x: float32 [..., C]; weight, bias: float32 [C] -> float32 [..., C]."""
     mean = x.mean(axis=-1, keepdims=True)  # [..., 1]

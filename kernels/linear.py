@@ -54,8 +54,7 @@ def _accumulate_rows(x, weight, k_begin, k_end, acc):
 
     One row (N = 1) is a pure stream: one weight row at a time. With more rows the weights are
     re-read from cache N times and the arithmetic starts to count, so four weight rows are
-    combined per pass over acc (a quarter of the accumulator loads and stores; measured 1.8x
-    faster for N = 8).
+    combined per pass over acc (a quarter of the accumulator loads and stores; docs/speed.md).
     """
     N, M = acc.shape
     k = k_begin
@@ -64,7 +63,9 @@ def _accumulate_rows(x, weight, k_begin, k_end, acc):
             for n in range(N):
                 x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
                 for j in range(M):
-                    acc[n, j] += x0 * weight[k, j] + x1 * weight[k + 1, j] + x2 * weight[k + 2, j] + x3 * weight[k + 3, j]
+                    acc[n, j] += (
+                        x0 * weight[k, j] + x1 * weight[k + 1, j] + x2 * weight[k + 2, j] + x3 * weight[k + 3, j]
+                    )
             k += 4
     while k < k_end:
         for n in range(N):
@@ -154,8 +155,22 @@ def _sgemm_row_blocks(x, b, b_transposed, bias, out, parts):
     b_layout = TRANS if b_transposed else NO_TRANS
     for p in prange(parts):
         begin, end = p * N // parts, (p + 1) * N // parts
-        cblas_sgemm(ROW_MAJOR, NO_TRANS, b_layout, end - begin, M, K, np.float32(1.0), x[begin:].ctypes.data, K,
-                    b.ctypes.data, b.shape[1], np.float32(0.0), out[begin:].ctypes.data, M)
+        cblas_sgemm(
+            ROW_MAJOR,
+            NO_TRANS,
+            b_layout,
+            end - begin,
+            M,
+            K,
+            np.float32(1.0),
+            x[begin:].ctypes.data,
+            K,
+            b.ctypes.data,
+            b.shape[1],
+            np.float32(0.0),
+            out[begin:].ctypes.data,
+            M,
+        )
         if bias.size:
             for n in range(begin, end):
                 for j in range(M):
@@ -177,14 +192,17 @@ def _matmul_on_python_threads(x: np.ndarray, b: np.ndarray, out: np.ndarray, par
         _pool_workers = parts - 1
     N = x.shape[0]
     edges = [p * N // parts for p in range(parts + 1)]
-    pending = [_pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
+    pool = _pool
+    assert pool is not None
+    pending = [pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
     np.matmul(x[: edges[1]], b, out=out[: edges[1]])  # the calling thread takes the first block
     for job in pending:
         job.result()
 
 
-def _blas_in_row_blocks(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None,
-                        out: np.ndarray) -> None:
+def _blas_in_row_blocks(
+    x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None, out: np.ndarray
+) -> None:
     """out = x @ (b.T if b_transposed else b) (+ bias): single-threaded BLAS on row blocks, one per thread.
 
     x: float32 [N, K]; b as stored (weight [K, M], or the output layer's table [M, K] with

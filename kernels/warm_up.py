@@ -13,11 +13,14 @@ import threading
 import numpy as np
 
 from .attention import _attention_parallel, _attention_serial
+from .blas import SGEMM_AVAILABLE
 from .gelu import _gelu_parallel, _gelu_serial
 from .layer_norm import _layer_norm_parallel, _layer_norm_serial
-from .blas import SGEMM_AVAILABLE
 from .linear import (
-    _linear_few_rows, _linear_few_rows_serial, _matmul_transposed_few_rows, _matmul_transposed_few_rows_serial,
+    _linear_few_rows,
+    _linear_few_rows_serial,
+    _matmul_transposed_few_rows,
+    _matmul_transposed_few_rows_serial,
     _sgemm_row_blocks,
 )
 

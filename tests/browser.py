@@ -1,4 +1,4 @@
-"""Debian's Chromium, driven by Playwright: how the browser tests and the README screenshots start it.
+"""Debian's Chromium, driven by Playwright: how the browser tests and the screenshots in docs/ start it.
 
 Playwright launches the system browser (/usr/bin/chromium, Debian's `chromium` package, which
 `.ci/run` installs); `playwright install` is never run and no browser is downloaded. The flags keep
@@ -7,8 +7,15 @@ trials), which this machine's closed network would refuse.
 """
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def launch(playwright):

@@ -1,4 +1,4 @@
-"""Make the README's screenshots of an explain report, in Debian's Chromium.
+"""Make the screenshots of an explain report in docs/, in Debian's Chromium.
 
     gpt2 explain "ROMEO: Is the day so young?" --model ../shared/models/shakespeare-gpt2-tiny \
         --max-new-tokens 20 --html romeo.html
@@ -21,10 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 def clip_between(page, first: str, last: str, width: int) -> dict:
     """The page area (document coordinates) from the top of element `first` ("top": the page's top)
     to the bottom of element `last`."""
-    top, bottom = page.evaluate("""([first, last]) => {
+    top, bottom = page.evaluate(
+        """([first, last]) => {
         const edge = (selector, side) => document.querySelector(selector).getBoundingClientRect()[side] + window.scrollY;
         return [first === "top" ? 0 : edge(first, "top") - 12, edge(last, "bottom") + 12];
-    }""", [first, last])
+    }""",
+        [first, last],
+    )
     return {"x": 0, "y": top, "width": width, "height": bottom - top}
 
 
@@ -50,9 +53,12 @@ def main(argv=None) -> int:
 
     with sync_playwright() as playwright:
         browser = launch(playwright)
-        context = browser.new_context(viewport={"width": args.width, "height": 900}, device_scale_factor=1,
-                                      reduced_motion="reduce")
-        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://") else route.abort())
+        context = browser.new_context(
+            viewport={"width": args.width, "height": 900}, device_scale_factor=1, reduced_motion="reduce"
+        )
+        context.route(
+            "**/*", lambda route: route.continue_() if route.request.url.startswith("file://") else route.abort()
+        )
         page = context.new_page()
         page.goto(args.report.resolve().as_uri())
         page.locator(f"#saliency-tokens [data-generated='{args.token}']").click()

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import hf_model
 
 from engine import GPT2, InputError
 from engine.analysis import backward as bw
 from engine.base.config import GPT2Config
-from engine.state.weights import weights_from_state_dict
 from engine.state.synthetic import preset_config, random_parameters
-from reference import hf_model
+from engine.state.weights import weights_from_state_dict
 
 BOUND = 1e-4
 RNG = np.random.default_rng(20240611)
@@ -88,7 +88,9 @@ def test_layer_norm_backward():
     x, d_out = randn(B, T, C, scale=3.0) + 1.0, randn(B, T, C)
     ln = WEIGHTS.h[0].ln_1
     out, saved = bw.layer_norm_forward(x, ln, CONFIG.layer_norm_epsilon)
-    assert_close(bw.layer_norm_backward(d_out, saved), torch_grad(lambda a: torch_layer_norm(a, ln), x, d_out), "layer_norm")
+    assert_close(
+        bw.layer_norm_backward(d_out, saved), torch_grad(lambda a: torch_layer_norm(a, ln), x, d_out), "layer_norm"
+    )
 
 
 def test_linear_backward():
@@ -99,7 +101,9 @@ def test_linear_backward():
 
 
 def test_gelu_backward():
-    x = np.concatenate([randn(B, T, 50, scale=3.0), np.linspace(-8, 8, 2 * T * 10, dtype=np.float32).reshape(B, T, 10)], -1)
+    x = np.concatenate(
+        [randn(B, T, 50, scale=3.0), np.linspace(-8, 8, 2 * T * 10, dtype=np.float32).reshape(B, T, 10)], -1
+    )
     out, saved = bw.gelu_forward(x)
     d_out = randn(*x.shape)
     reference = torch_grad(lambda a: F.gelu(a, approximate="tanh"), x, d_out)
@@ -110,7 +114,9 @@ def test_gelu_backward():
 def test_softmax_backward():
     scores, d_probs = randn(B, 3, T, T, scale=2.0), randn(B, 3, T, T)
     probs = torch.softmax(t(scores), -1).numpy()
-    assert_close(bw.softmax_backward(d_probs, probs), torch_grad(lambda a: torch.softmax(a, -1), scores, d_probs), "softmax")
+    assert_close(
+        bw.softmax_backward(d_probs, probs), torch_grad(lambda a: torch.softmax(a, -1), scores, d_probs), "softmax"
+    )
 
 
 def test_attention_backward_odd_head_size():
@@ -135,7 +141,9 @@ def test_block_backward():
     out, saved = bw.block_forward(x, WEIGHTS.h[1], CONFIG, layer=1)
     with torch.no_grad():
         assert_close(out, torch_block(t(x), WEIGHTS.h[1], scale).numpy(), "block forward")
-    assert_close(bw.block_backward(d_out, saved), torch_grad(lambda a: torch_block(a, WEIGHTS.h[1], scale), x, d_out), "block")
+    assert_close(
+        bw.block_backward(d_out, saved), torch_grad(lambda a: torch_block(a, WEIGHTS.h[1], scale), x, d_out), "block"
+    )
 
 
 @pytest.mark.parametrize("of", ["logprob", "prob"])
@@ -179,8 +187,12 @@ def check_against_hf(model_dir, model, ids, label, every_case=True, seed=0):
     rng = np.random.default_rng(seed)  # the same cases whatever ran before
     reference_logits = model(ids)
     middle = len(ids) // 2
-    cases = [(-1, int(reference_logits[-1].argmax())), (-1, int(rng.integers(model.config.vocab_size))),
-             (middle, int(ids[middle + 1])), (0, int(rng.integers(model.config.vocab_size)))]
+    cases = [
+        (-1, int(reference_logits[-1].argmax())),
+        (-1, int(rng.integers(model.config.vocab_size))),
+        (middle, int(ids[middle + 1])),
+        (0, int(rng.integers(model.config.vocab_size))),
+    ]
     cases = [(of, *case) for of in ("logprob", "prob") for case in cases]
     if not every_case:
         cases = [cases[0], cases[6]]  # log p of the top token at the last position; p of the next token
@@ -200,8 +212,10 @@ def check_against_hf(model_dir, model, ids, label, every_case=True, seed=0):
 SHAPES = {  # label -> (directory name, config)
     "2 layers, 4 heads of 24": ("small", GPT2Config(n_layer=2, n_head=4, n_embd=96, n_positions=128)),  # = small_dir
     "3 layers, 5 heads of 13 (odd)": ("odd-heads", GPT2Config(n_layer=3, n_head=5, n_embd=65, n_positions=64)),
-    "2 layers, 1 head of 7, scaled by 1/(layer + 1)": ("one-head", GPT2Config(
-        n_layer=2, n_head=1, n_embd=7, n_positions=16, scale_attn_by_inverse_layer_idx=True)),
+    "2 layers, 1 head of 7, scaled by 1/(layer + 1)": (
+        "one-head",
+        GPT2Config(n_layer=2, n_head=1, n_embd=7, n_positions=16, scale_attn_by_inverse_layer_idx=True),
+    ),
 }
 
 
@@ -250,21 +264,28 @@ def test_input_gradient_is_the_gradient_of_the_sum_of_embeddings(tiny_model):
     target = 11
     g = tiny_model.input_gradients(ids, target).astype(np.float64)
     tok, pos = bw.embedding_forward(tiny_model.weights, ids)
-    f = lambda x: float(bw.target_forward(bw.gpt2_forward(tiny_model.weights, tiny_model.config, x[None], [len(ids) - 1])[0][:, 0], target, "logprob")[0][0])  # noqa: E731
+
+    def f(x):
+        logits = bw.gpt2_forward(tiny_model.weights, tiny_model.config, x[None], [len(ids) - 1])[0]
+        return float(bw.target_forward(logits[:, 0], target, "logprob")[0][0])
+
     h = 1e-2
     direction = (g / np.linalg.norm(g)).astype(np.float32)
     slope = (f(tok + pos + h * direction) - f(tok + pos - h * direction)) / (2 * h)
     assert slope == pytest.approx(np.linalg.norm(g), rel=1e-2)
 
 
-@pytest.mark.parametrize("args, message", [
-    (dict(target_id=50257), "target_id 50257 is out of range"),
-    (dict(target_id=-1), "target_id -1 is out of range"),
-    (dict(target_id=1.5), "target_id must be an integer"),
-    (dict(target_id=3, position=4), "position 4 is out of range for 4 tokens"),
-    (dict(target_id=3, position=-5), "position -5 is out of range"),
-    (dict(target_id=3, of="logit"), "of must be one of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(target_id=50257), "target_id 50257 is out of range"),
+        (dict(target_id=-1), "target_id -1 is out of range"),
+        (dict(target_id=1.5), "target_id must be an integer"),
+        (dict(target_id=3, position=4), "position 4 is out of range for 4 tokens"),
+        (dict(target_id=3, position=-5), "position -5 is out of range"),
+        (dict(target_id=3, of="logit"), "of must be one of"),
+    ],
+)
 def test_input_gradients_refuse_bad_arguments(tiny_model, args, message):
     with pytest.raises(InputError, match=message):
         tiny_model.input_gradients([1, 2, 3, 4], **args)

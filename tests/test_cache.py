@@ -52,13 +52,16 @@ def test_batch_size_must_match_the_cache(model):
         model(np.arange(3), cache=cache)
 
 
-@pytest.mark.parametrize("ids,message", [
-    ([50257], "token id 50257 is out of range"),
-    ([-1], "token id -1 is out of range"),
-    ([], "non-empty"),
-    ([[1.5]], "must be integers"),
-    (np.zeros((1, 1, 1), dtype=np.int64), "non-empty"),
-])
+@pytest.mark.parametrize(
+    "ids,message",
+    [
+        ([50257], "token id 50257 is out of range"),
+        ([-1], "token id -1 is out of range"),
+        ([], "non-empty"),
+        ([[1.5]], "must be integers"),
+        (np.zeros((1, 1, 1), dtype=np.int64), "non-empty"),
+    ],
+)
 def test_bad_ids(model, ids, message):
     with pytest.raises(InputError, match=message):
         model(ids)
@@ -90,5 +93,7 @@ def test_a_cache_costs_memory_only_for_the_slots_written():
     cache.advance(16)
     grown = resident_bytes() - before
     assert cache.keys.dtype == np.float32 and full == 12 * 8 * 12 * 1024 * 64 * 4 * 2
-    assert grown < 40 * 1024 * 1024, f"writing 16 tokens made {grown / 2**20:.0f} MB resident of the {full / 2**20:.0f} MB cache"
+    assert grown < 40 * 1024 * 1024, (
+        f"writing 16 tokens made {grown / 2**20:.0f} MB resident of the {full / 2**20:.0f} MB cache"
+    )
     assert (cache.keys[:, :, :, :16] == 1).all() and not cache.keys[:, :, :, 16:].any()  # and the rest reads as zeros

@@ -7,11 +7,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from reference import hf_model
 
 import engine.model
 from engine import GPT2, InputError
 from engine.capture import StepwiseCapture, act_name, hook_names, set_heads, set_neurons, zero_heads, zero_neurons
-from reference import hf_model
 
 RNG = np.random.default_rng(77)
 
@@ -24,15 +24,18 @@ def hf_captures(model_dir, ids: np.ndarray) -> dict[str, np.ndarray]:
     def keep(name):
         def hook(module, inputs, output):
             seen[name] = (output[0] if isinstance(output, tuple) else output).detach().numpy().copy()
+
         return hook
 
     for i, block in enumerate(hf.transformer.h):
-        handles += [block.register_forward_hook(keep(f"blocks.{i}.hook_resid_post")),
-                    block.ln_1.register_forward_hook(keep(f"blocks.{i}.ln1.hook_normalized")),
-                    block.ln_2.register_forward_hook(keep(f"blocks.{i}.ln2.hook_normalized")),
-                    block.mlp.act.register_forward_hook(keep(f"blocks.{i}.mlp.hook_post")),
-                    block.attn.register_forward_hook(keep(f"blocks.{i}.hook_attn_out")),
-                    block.mlp.register_forward_hook(keep(f"blocks.{i}.hook_mlp_out"))]
+        handles += [
+            block.register_forward_hook(keep(f"blocks.{i}.hook_resid_post")),
+            block.ln_1.register_forward_hook(keep(f"blocks.{i}.ln1.hook_normalized")),
+            block.ln_2.register_forward_hook(keep(f"blocks.{i}.ln2.hook_normalized")),
+            block.mlp.act.register_forward_hook(keep(f"blocks.{i}.mlp.hook_post")),
+            block.attn.register_forward_hook(keep(f"blocks.{i}.hook_attn_out")),
+            block.mlp.register_forward_hook(keep(f"blocks.{i}.hook_mlp_out")),
+        ]
     try:
         with torch.no_grad():
             out = hf(torch.as_tensor(ids), output_hidden_states=True, output_attentions=True)
@@ -41,7 +44,9 @@ def hf_captures(model_dir, ids: np.ndarray) -> dict[str, np.ndarray]:
             h.remove()
     L = len(hf.transformer.h)
     seen["hook_embed"] = hf.transformer.wte.weight.detach().numpy()[ids]
-    seen["hook_pos_embed"] = np.broadcast_to(hf.transformer.wpe.weight.detach().numpy()[: ids.shape[1]], seen["hook_embed"].shape)
+    seen["hook_pos_embed"] = np.broadcast_to(
+        hf.transformer.wpe.weight.detach().numpy()[: ids.shape[1]], seen["hook_embed"].shape
+    )
     seen["ln_final.hook_normalized"] = out.hidden_states[L].numpy()  # HF's last hidden state is after ln_f
     for i in range(L):
         seen[f"blocks.{i}.hook_resid_pre"] = out.hidden_states[i].numpy()
@@ -65,7 +70,9 @@ def check_captures(model_dir, model, ids):
 
 
 def test_captures_match_transformers_tiny_shakespeare(tiny_model_dir, tiny_model):
-    check_captures(tiny_model_dir, tiny_model, np.array(tiny_model.tokenizer.encode("ROMEO: What light through yonder")))
+    check_captures(
+        tiny_model_dir, tiny_model, np.array(tiny_model.tokenizer.encode("ROMEO: What light through yonder"))
+    )
 
 
 def test_captures_match_transformers_batched_odd_heads(synthetic):
@@ -151,7 +158,12 @@ def test_capture_through_the_cache_is_what_generation_computes(tiny_model):
     new_ids = tiny_model.generate(prompt, max_new_tokens=6).token_ids
     ids = np.array(prompt + new_ids)
     N = len(ids) - 1  # generation never feeds back its last token
-    names = ["blocks.3.hook_resid_post", "blocks.1.mlp.hook_post", "blocks.2.attn.hook_pattern", "ln_final.hook_normalized"]
+    names = [
+        "blocks.3.hook_resid_post",
+        "blocks.1.mlp.hook_post",
+        "blocks.2.attn.hook_pattern",
+        "ln_final.hook_normalized",
+    ]
     _, whole = tiny_model.run_with_cache(ids, names=names)
 
     capture = StepwiseCapture(tiny_model.config, names=names)
@@ -175,7 +187,12 @@ def test_generate_captures_what_its_decode_computed(tiny_model):
     run over the prompt and every new token but the last, and the same tokens as without capture."""
     prompt = tiny_model.tokenizer.encode("KING: Now")
     plain = tiny_model.generate(prompt, max_new_tokens=5)
-    names = ["blocks.0.hook_resid_pre", "blocks.3.attn.hook_pattern", "blocks.2.mlp.hook_post", "ln_final.hook_normalized"]
+    names = [
+        "blocks.0.hook_resid_pre",
+        "blocks.3.attn.hook_pattern",
+        "blocks.2.mlp.hook_post",
+        "ln_final.hook_normalized",
+    ]
     captured = tiny_model.generate(prompt, max_new_tokens=5, capture=names)
     assert captured.token_ids == plain.token_ids and captured.text == plain.text
     assert "activations" not in captured.to_dict()

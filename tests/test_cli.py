@@ -5,15 +5,21 @@ import os
 import subprocess
 import sys
 
-
 from conftest import REPO
 
 
 def gpt2(*args, stdin=None, env=None):
     """Run the command as a user would (a fresh process); returns the CompletedProcess."""
     full_env = os.environ | {"HF_HUB_OFFLINE": "1"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, cwd=REPO, env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=full_env,
+        timeout=300,
+    )
 
 
 def assert_user_error(result, *fragments):
@@ -44,7 +50,9 @@ def test_tokenize():
 
 
 def test_generate_greedy_matches_the_api(tiny_model_dir, tiny_model):
-    result = gpt2("generate", "ROMEO:", "--model", tiny_model_dir, "--max-new-tokens", "12", "--temperature", "0", "--json")
+    result = gpt2(
+        "generate", "ROMEO:", "--model", tiny_model_dir, "--max-new-tokens", "12", "--temperature", "0", "--json"
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     expected = tiny_model.generate("ROMEO:", max_new_tokens=12, temperature=0)

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import assert_user_error, gpt2
 
 from engine import InputError
 from engine.analysis.explain import Explanation
 from engine.analysis.factors import factorise
-from engine.base.numeric import log_softmax
 from engine.analysis.saliency import METHODS, attribute_all
-from test_cli import assert_user_error, gpt2
+from engine.base.numeric import log_softmax
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
 
@@ -177,18 +177,24 @@ def test_result_for_20_tokens_on_the_124M_shape_is_small(explained_124M, tmp_pat
 
 
 # ----------------------------------------------------------------------------------------------
-# gpt2 explain (its output and file: tests/test_inside_readme.py, on the README's example)
+# gpt2 explain (its output and file: tests/test_interpretability_docs.py, on the example of docs/interpretability.md)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--methods", "gradient,lime"], "--methods: unknown saliency method 'lime'"),
-    (["--steps", "0"], "--steps must be an integer from 1 to 10000, got 0"),
-    (["--factors", "0"], "--factors must be an integer >= 1, got 0"),
-    (["--top-k", "0"], "--top-k must be an integer >= 1, got 0"),
-    (["--top-k", "60000"], "--top-k must be an integer from 1 to 50257, got 60000"),
-    (["-n", "-2"], "--max-new-tokens must be an integer >= 0, got -2"),
-    (["--output", "/nonexistent-dir/r.npz"], "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist"),
-    (["-n", "400"], "max_new_tokens=400 would pass the context of 256 tokens"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "gradient,lime"], "--methods: unknown saliency method 'lime'"),
+        (["--steps", "0"], "--steps must be an integer from 1 to 10000, got 0"),
+        (["--factors", "0"], "--factors must be an integer >= 1, got 0"),
+        (["--top-k", "0"], "--top-k must be an integer >= 1, got 0"),
+        (["--top-k", "60000"], "--top-k must be an integer from 1 to 50257, got 60000"),
+        (["-n", "-2"], "--max-new-tokens must be an integer >= 0, got -2"),
+        (
+            ["--output", "/nonexistent-dir/r.npz"],
+            "--output /nonexistent-dir/r.npz: the directory /nonexistent-dir does not exist",
+        ),
+        (["-n", "400"], "max_new_tokens=400 would pass the context of 256 tokens"),
+    ],
+)
 def test_cli_errors(tiny_model_dir, args, message):
     assert_user_error(gpt2("explain", "ROMEO:", "--model", tiny_model_dir, *args), message)

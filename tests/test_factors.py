@@ -27,8 +27,10 @@ def test_nmf_matches_scikit_learn_mu_from_the_same_start(k, iterations, tol):
     F_ref = reference.components_
     assert W.dtype == F.dtype == np.float32 and W_ref.dtype == np.float32
     error = max(np.abs(W - W_ref).max() / np.abs(W_ref).max(), np.abs(F - F_ref).max() / np.abs(F_ref).max())
-    print(f"k={k}, {iterations} iterations, tol {tol} (scikit-learn stopped after {reference.n_iter_}): "
-          f"relative difference from scikit-learn {error:.2e}")
+    print(
+        f"k={k}, {iterations} iterations, tol {tol} (scikit-learn stopped after {reference.n_iter_}): "
+        f"relative difference from scikit-learn {error:.2e}"
+    )
     assert error < 1e-3
 
 
@@ -68,26 +70,34 @@ def test_neuron_factors_of_the_tiny_model(tiny_model):
     A = np.maximum(np.concatenate([cache["post", 1], cache["post", 3]], axis=-1), 0)
     W, F = factors.activations.T, factors.loadings
     assert np.linalg.norm(A - W @ F) / np.linalg.norm(A) == pytest.approx(factors.relative_error, rel=1e-4)
-    np.testing.assert_array_equal(tiny_model.neuron_factors(ids, layers=[1, 3], factors=4).activations, factors.activations)
+    np.testing.assert_array_equal(
+        tiny_model.neuron_factors(ids, layers=[1, 3], factors=4).activations, factors.activations
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (dict(layers=[4]), "layer 4 is out of range: the model has layers 0 to 3"),
-    (dict(layers=[1, 1]), "layers must be distinct"),
-    (dict(layers=[]), "at least one layer"),
-    (dict(factors=0), "factors must be an integer >= 1, got 0"),
-    (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(layers=[4]), "layer 4 is out of range: the model has layers 0 to 3"),
+        (dict(layers=[1, 1]), "layers must be distinct"),
+        (dict(layers=[]), "at least one layer"),
+        (dict(factors=0), "factors must be an integer >= 1, got 0"),
+        (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
+    ],
+)
 def test_neuron_factors_refuse_bad_arguments(tiny_model, args, message):
     with pytest.raises(InputError, match=message):
         tiny_model.neuron_factors([1, 2, 3], **args)
 
 
-@pytest.mark.parametrize("ids, message", [
-    ([[1, 2, 3]], r"token ids must be a \[T\] array \(one sequence\), got shape \(1, 3\)"),
-    ([1, 50300], "token id 50300 is out of range for vocab_size 50257"),
-    ([1.5, 2.0], "token ids must be integers"),
-])
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        ([[1, 2, 3]], r"token ids must be a \[T\] array \(one sequence\), got shape \(1, 3\)"),
+        ([1, 50300], "token id 50300 is out of range for vocab_size 50257"),
+        ([1.5, 2.0], "token ids must be integers"),
+    ],
+)
 def test_neuron_factors_refuse_bad_ids(tiny_model, ids, message):
     with pytest.raises(InputError, match=message):
         tiny_model.neuron_factors(ids)

@@ -8,22 +8,29 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from engine import cli
-from engine.base.config import GPT2Config
-from engine.state.synthetic import write_checkpoint
 from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from test_cli import assert_user_error
 from test_hub import fake_hub_cache
+
+from engine import cli
+from engine.base.config import GPT2Config
+from engine.state.synthetic import write_checkpoint
 
 
 def gpt2(*args, stdin=None, env=None, **popen):
     """Run the command in a fresh process, with one thread (faster on a loaded machine)."""
     full_env = os.environ | {"HF_HUB_OFFLINE": "1", "GPT2_ENGINE_THREADS": "1"} | (env or {})
     feed = {"input": stdin} if isinstance(stdin, (str, bytes)) else {"stdin": stdin}  # data, or a file
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], capture_output=True,
-                          cwd=REPO, env=full_env, timeout=300, **feed, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *map(str, args)],
+        capture_output=True,
+        cwd=REPO,
+        env=full_env,
+        timeout=300,
+        **feed,
+        **popen,
+    )
 
 
 def as_text(result):
@@ -37,18 +44,50 @@ def json_lines(result):
 
 
 def test_options_reach_the_api(tiny_model_dir, tiny_model):
-    args = ["generate", "KING:", "-m", tiny_model_dir, "-n", "20", "--seed", "4", "-t", "0.8", "--top-k", "40",
-            "--top-p", "0.9", "--repetition-penalty", "1.2", "--no-repeat-ngram-size", "3", "--stop", "\n\n",
-            "--stop", "lord", "--json"]
+    args = [
+        "generate",
+        "KING:",
+        "-m",
+        tiny_model_dir,
+        "-n",
+        "20",
+        "--seed",
+        "4",
+        "-t",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--repetition-penalty",
+        "1.2",
+        "--no-repeat-ngram-size",
+        "3",
+        "--stop",
+        "\n\n",
+        "--stop",
+        "lord",
+        "--json",
+    ]
     (out,) = json_lines(gpt2(*args, text=True))
-    expected = tiny_model.generate("KING:", max_new_tokens=20, seed=4, temperature=0.8, top_k=40, top_p=0.9,
-                                   repetition_penalty=1.2, no_repeat_ngram_size=3, stop=["\n\n", "lord"])
+    expected = tiny_model.generate(
+        "KING:",
+        max_new_tokens=20,
+        seed=4,
+        temperature=0.8,
+        top_k=40,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        no_repeat_ngram_size=3,
+        stop=["\n\n", "lord"],
+    )
     assert out == expected.to_dict()
 
 
 def test_batch_size_gives_that_many_samples(tiny_model_dir, tiny_model):
-    lines = json_lines(gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "8", "--seed", "2", "-b", "3", "--json",
-                            text=True))
+    lines = json_lines(
+        gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "8", "--seed", "2", "-b", "3", "--json", text=True)
+    )
     expected = tiny_model.generate("ROMEO:", max_new_tokens=8, temperature=1.0, seed=2, num_return_sequences=3)
     assert lines == [r.to_dict() for r in expected]
     plain = gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "8", "--seed", "2", "-b", "3", text=True)
@@ -57,11 +96,37 @@ def test_batch_size_gives_that_many_samples(tiny_model_dir, tiny_model):
 
 
 def test_beams(tiny_model_dir, tiny_model):
-    lines = json_lines(gpt2("generate", "ROMEO:", "-m", tiny_model_dir, "-n", "10", "--num-beams", "3", "-b", "2",
-                            "--length-penalty", "0.5", "--early-stopping", "never", "--stop-id", "198", "--json",
-                            text=True))
-    expected = tiny_model.generate("ROMEO:", max_new_tokens=10, num_beams=3, num_return_sequences=2, length_penalty=0.5,
-                                   early_stopping="never", stop_token_ids=[198])
+    lines = json_lines(
+        gpt2(
+            "generate",
+            "ROMEO:",
+            "-m",
+            tiny_model_dir,
+            "-n",
+            "10",
+            "--num-beams",
+            "3",
+            "-b",
+            "2",
+            "--length-penalty",
+            "0.5",
+            "--early-stopping",
+            "never",
+            "--stop-id",
+            "198",
+            "--json",
+            text=True,
+        )
+    )
+    expected = tiny_model.generate(
+        "ROMEO:",
+        max_new_tokens=10,
+        num_beams=3,
+        num_return_sequences=2,
+        length_penalty=0.5,
+        early_stopping="never",
+        stop_token_ids=[198],
+    )
     assert lines == [r.to_dict() for r in expected] and "score" in lines[0]
 
 
@@ -82,9 +147,12 @@ def test_unicode_prompt_from_stdin_and_argument(tiny_model_dir):
 
 
 def test_empty_prompt_with_bos_and_ignore_eos(tiny_model_dir, tiny_model):
-    (out,) = json_lines(gpt2("generate", "", "--bos", "--ignore-eos", "-m", tiny_model_dir, "-n", "6", "-t", "0",
-                             "--json", text=True))
-    assert out["token_ids"] == tiny_model.generate([50256], max_new_tokens=6, temperature=0, stop_at_eos=False).token_ids
+    (out,) = json_lines(
+        gpt2("generate", "", "--bos", "--ignore-eos", "-m", tiny_model_dir, "-n", "6", "-t", "0", "--json", text=True)
+    )
+    assert (
+        out["token_ids"] == tiny_model.generate([50256], max_new_tokens=6, temperature=0, stop_at_eos=False).token_ids
+    )
 
 
 def test_r_style_model_names(tmp_path):
@@ -92,41 +160,47 @@ def test_r_style_model_names(tmp_path):
     result = gpt2("info", "355M", "--json", env={"HF_HUB_CACHE": str(tmp_path)}, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["n_embd"] == 16  # the fake checkpoint's width
-    assert_user_error(gpt2("info", "1558M", env={"HF_HUB_CACHE": str(tmp_path)}, text=True),
-                      "model 'gpt2-xl' is not downloaded")
+    assert_user_error(
+        gpt2("info", "1558M", env={"HF_HUB_CACHE": str(tmp_path)}, text=True), "model 'gpt2-xl' is not downloaded"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # User errors: exit status 2, one line naming the problem
 
 
-@pytest.mark.parametrize("args,fragments", [
-    (["--model", "gpt3"], ["unknown model 'gpt3'", "124M"]),
-    (["--temperature", "-0.1"], ["--temperature must be a number >= 0", "-0.1"]),
-    (["--top-p", "0"], ["--top-p must be in (0, 1]", "0.0"]),
-    (["--top-p", "1.5"], ["--top-p must be in (0, 1]", "1.5"]),
-    (["--top-k", "0"], ["--top-k must be an integer >= 1", "got 0"]),
-    (["--max-new-tokens", "0"], ["--max-new-tokens must be an integer >= 1"]),
-    (["--max-new-tokens", "300"], ["--max-new-tokens=300 would pass the context of 256 tokens", "at most 253"]),
-    (["--repetition-penalty", "0"], ["--repetition-penalty must be a number > 0"]),
-    (["--seed", "-3"], ["--seed must be an integer >= 0"]),
-    (["--batch-size", "0"], ["--batch-size must be an integer >= 1"]),
-    (["--batch-size", "2", "-t", "0"], ["--batch-size > 1 needs sampling (--temperature > 0)"]),
-    (["--num-beams", "2", "-t", "0.7"], ["beam search is deterministic", "--temperature"]),
-    (["--num-beams", "2", "--top-k", "5"], ["--top-k applies to sampling"]),
-    (["--num-beams", "2", "-b", "3"], ["--batch-size=3 is more than --num-beams=2"]),
-    (["-t", "0", "--top-p", "0.5"], ["--top-p applies to sampling: give --temperature > 0"]),
-    (["--stop", ""], ["--stop must be non-empty strings"]),
-    (["--stop-id", "60000"], ["--stop-id: token id 60000 is out of range"]),
-    (["--threads", "0"], ["threads must be an integer from 1"]),
-])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["--model", "gpt3"], ["unknown model 'gpt3'", "124M"]),
+        (["--temperature", "-0.1"], ["--temperature must be a number >= 0", "-0.1"]),
+        (["--top-p", "0"], ["--top-p must be in (0, 1]", "0.0"]),
+        (["--top-p", "1.5"], ["--top-p must be in (0, 1]", "1.5"]),
+        (["--top-k", "0"], ["--top-k must be an integer >= 1", "got 0"]),
+        (["--max-new-tokens", "0"], ["--max-new-tokens must be an integer >= 1"]),
+        (["--max-new-tokens", "300"], ["--max-new-tokens=300 would pass the context of 256 tokens", "at most 253"]),
+        (["--repetition-penalty", "0"], ["--repetition-penalty must be a number > 0"]),
+        (["--seed", "-3"], ["--seed must be an integer >= 0"]),
+        (["--batch-size", "0"], ["--batch-size must be an integer >= 1"]),
+        (["--batch-size", "2", "-t", "0"], ["--batch-size > 1 needs sampling (--temperature > 0)"]),
+        (["--num-beams", "2", "-t", "0.7"], ["beam search is deterministic", "--temperature"]),
+        (["--num-beams", "2", "--top-k", "5"], ["--top-k applies to sampling"]),
+        (["--num-beams", "2", "-b", "3"], ["--batch-size=3 is more than --num-beams=2"]),
+        (["-t", "0", "--top-p", "0.5"], ["--top-p applies to sampling: give --temperature > 0"]),
+        (["--stop", ""], ["--stop must be non-empty strings"]),
+        (["--stop-id", "60000"], ["--stop-id: token id 60000 is out of range"]),
+        (["--threads", "0"], ["threads must be an integer from 1"]),
+    ],
+)
 def test_bad_options(tiny_model_dir, args, fragments):
     assert_user_error(gpt2("generate", "ROMEO:", "-m", tiny_model_dir, *args, text=True), *fragments)
 
 
 def test_prompt_longer_than_the_context(tiny_model_dir):
-    assert_user_error(gpt2("generate", " word" * 300, "-m", tiny_model_dir, text=True),
-                      "the prompt has 300 tokens, more than the model's context of 256 tokens")
+    assert_user_error(
+        gpt2("generate", " word" * 300, "-m", tiny_model_dir, text=True),
+        "the prompt has 300 tokens, more than the model's context of 256 tokens",
+    )
 
 
 def test_empty_prompt_without_bos(tiny_model_dir):
@@ -135,11 +209,16 @@ def test_empty_prompt_without_bos(tiny_model_dir):
 
 
 def test_unreadable_stdin(tiny_model_dir, tmp_path):
-    assert_user_error(as_text(gpt2("generate", "-m", tiny_model_dir, stdin=b"KING \xff\xfe")),
-                      "the prompt on stdin: not valid UTF-8 (byte 0xff at offset 5)")
+    assert_user_error(
+        as_text(gpt2("generate", "-m", tiny_model_dir, stdin=b"KING \xff\xfe")),
+        "the prompt on stdin: not valid UTF-8 (byte 0xff at offset 5)",
+    )
     with open(tmp_path / "write-only", "wb") as write_only:  # a descriptor that cannot be read
-        assert_user_error(gpt2("generate", "-m", tiny_model_dir, stdin=write_only, text=True),
-                          "cannot read the prompt from stdin", "Bad file descriptor")
+        assert_user_error(
+            gpt2("generate", "-m", tiny_model_dir, stdin=write_only, text=True),
+            "cannot read the prompt from stdin",
+            "Bad file descriptor",
+        )
     closed = gpt2("generate", "-m", tiny_model_dir, stdin=None, preexec_fn=lambda: os.close(0), text=True)
     assert_user_error(closed, "cannot read the prompt from stdin (it is closed)")
 
@@ -151,15 +230,34 @@ def test_unreadable_stdin(tiny_model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def long_context_dir(tmp_path_factory):
     """A small synthetic model with a 1024-token context: a long generation that Ctrl-C can interrupt."""
-    return write_checkpoint(tmp_path_factory.mktemp("long-context"),
-                            GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=1024), seed=3)
+    return write_checkpoint(
+        tmp_path_factory.mktemp("long-context"), GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=1024), seed=3
+    )
 
 
 def test_ctrl_c_while_streaming_stops_cleanly_and_keeps_the_text(long_context_dir):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "GPT2_ENGINE_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "generate", "Hello", "-m", str(long_context_dir), "-n", "1000", "--ignore-eos",
-         "--seed", "1", "--stream"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "generate",
+            "Hello",
+            "-m",
+            str(long_context_dir),
+            "-n",
+            "1000",
+            "--ignore-eos",
+            "--seed",
+            "1",
+            "--stream",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
     first = process.stdout.read(12)  # the prompt and the first pieces: generation is under way
     process.send_signal(signal.SIGINT)
     rest, err = process.communicate(timeout=120)

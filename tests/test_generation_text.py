@@ -8,10 +8,10 @@ string spread over several) are known in advance. The last tests run the tiny Sh
 import numpy as np
 import pytest
 
-from engine.state.kv_cache import KVCache
 from engine.base.config import GPT2Config
 from engine.generation import generate, stream
 from engine.generation.text import IncrementalText
+from engine.state.kv_cache import KVCache
 from engine.state.tokenizer import gpt2_tokenizer
 
 EOS = 50256
@@ -83,12 +83,15 @@ def test_min_new_tokens_holds_off_the_end_tokens():
     assert r.token_ids == [0, 0, 0, EOS] and r.finish_reason == "eos" and r.text == "!!!"
 
 
-@pytest.mark.parametrize("stop,text", [
-    ("King,\nAnd", "Enter the "),  # spans four tokens: " King", ",", "\n", "And"
-    ("ing", "Enter the K"),  # inside one token
-    (["\nAnd", "the"], "Enter "),  # the earliest of several wins
-    ("nowhere", None),
-])
+@pytest.mark.parametrize(
+    "stop,text",
+    [
+        ("King,\nAnd", "Enter the "),  # spans four tokens: " King", ",", "\n", "And"
+        ("ing", "Enter the K"),  # inside one token
+        (["\nAnd", "the"], "Enter "),  # the earliest of several wins
+        ("nowhere", None),
+    ],
+)
 def test_stop_strings_cut_the_text_before_them(stop, text):
     model, ids = scripted("Enter the King,\nAnd, and the king")
     r = generate(model, "Q", max_new_tokens=len(ids), stop=stop, **GREEDY)

@@ -1,6 +1,5 @@
 """Model names: the Hugging Face cache first, then a download; clear errors offline."""
 
-
 import pytest
 
 from engine import GPT2, ModelNotFoundError

@@ -7,8 +7,18 @@ import pytest
 import torch
 
 from kernels import (
-    causal_attention, causal_attention_reference, exp, exp_reference, gelu, gelu_reference, layer_norm,
-    layer_norm_reference, linear, linear_reference, matmul_transposed, matmul_transposed_reference,
+    causal_attention,
+    causal_attention_reference,
+    exp,
+    exp_reference,
+    gelu,
+    gelu_reference,
+    layer_norm,
+    layer_norm_reference,
+    linear,
+    linear_reference,
+    matmul_transposed,
+    matmul_transposed_reference,
 )
 
 RNG = np.random.default_rng(7)
@@ -20,8 +30,11 @@ def randn(*shape):
 
 # Below these sizes a kernel runs on the calling thread; "all parallel" sets them to 0 so that the
 # parallel twin of each kernel is held to the reference on the same (small) shapes.
-PARALLEL_THRESHOLDS = [("kernels.settings", "PARALLEL_MIN_MULTIPLY_ADDS"), ("kernels.settings", "PARALLEL_MIN_ELEMENTS"),
-                       ("kernels.settings", "PARALLEL_MIN_ROWS")]
+PARALLEL_THRESHOLDS = [
+    ("kernels.settings", "PARALLEL_MIN_MULTIPLY_ADDS"),
+    ("kernels.settings", "PARALLEL_MIN_ELEMENTS"),
+    ("kernels.settings", "PARALLEL_MIN_ROWS"),
+]
 
 
 @pytest.fixture(params=["by size", "all parallel"])
@@ -157,7 +170,9 @@ def test_layer_norm_kernel_on_a_strided_view(parallel_threshold):
     """The model normalises x[:, -k:] (logits_to_keep): rows of a larger array."""
     x = randn(3, 10, 40)[:, -2:]
     weight, bias = randn(40), randn(40)
-    np.testing.assert_allclose(layer_norm(x, weight, bias, 1e-5), layer_norm_reference(x, weight, bias, 1e-5), rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        layer_norm(x, weight, bias, 1e-5), layer_norm_reference(x, weight, bias, 1e-5), rtol=1e-5, atol=2e-5
+    )
 
 
 # (N rows, K in, M out): one decode row, a batch of decode rows, a row past FEW_ROWS (BLAS in row
@@ -205,8 +220,10 @@ def test_blas_row_blocks_match_reference(N, K, M, with_bias, row_block_path):
     from kernels.linear import _blas_in_row_blocks
 
     x, weight, table, bias = randn(N, K), randn(K, M), randn(M, K), randn(M)
-    for b, transposed, expected in [(weight, False, linear_reference(x, weight, bias)),
-                                    (table, True, matmul_transposed_reference(x, table) + bias)]:
+    for b, transposed, expected in [
+        (weight, False, linear_reference(x, weight, bias)),
+        (table, True, matmul_transposed_reference(x, table) + bias),
+    ]:
         out = np.full((N, M), np.nan, dtype=np.float32)  # every entry must be written
         _blas_in_row_blocks(x, b, transposed, bias if with_bias else None, out)
         assert out.dtype == np.float32
@@ -232,8 +249,10 @@ def test_blas_row_blocks_read_weights_that_are_views(row_block_path):
     x, bias = randn(20, 32), randn(24)
     weight = np.asfortranarray(randn(32, 24))  # [K, M], columns contiguous
     table = randn(24, 64)[:, ::2]  # [M, K], every other column
-    for b, transposed, expected in [(weight, False, linear_reference(x, weight, bias)),
-                                    (table, True, matmul_transposed_reference(x, table) + bias)]:
+    for b, transposed, expected in [
+        (weight, False, linear_reference(x, weight, bias)),
+        (table, True, matmul_transposed_reference(x, table) + bias),
+    ]:
         assert not b.flags.c_contiguous
         out = np.empty((20, 24), dtype=np.float32)
         _blas_in_row_blocks(x, b, transposed, bias, out)
@@ -243,7 +262,9 @@ def test_blas_row_blocks_read_weights_that_are_views(row_block_path):
 def test_linear_reference_is_pytorch_linear():
     x, weight, bias = randn(5, 33), randn(33, 21), randn(21)
     # Conv1D stores weight as [in, out]; torch.nn.functional.linear wants [out, in]
-    expected = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(weight.T), torch.from_numpy(bias)).numpy()
+    expected = torch.nn.functional.linear(
+        torch.from_numpy(x), torch.from_numpy(weight.T), torch.from_numpy(bias)
+    ).numpy()
     np.testing.assert_allclose(linear_reference(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
 
 

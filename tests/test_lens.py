@@ -4,10 +4,10 @@ lens computed on transformers' hidden states (its ln_f and lm_head applied in to
 import numpy as np
 import pytest
 import torch
+from reference import hf_model
 
 from engine import InputError
 from engine.analysis.lens import lens_logits
-from reference import hf_model
 
 PROMPT = "ROMEO: What light through yonder window breaks? It is the east"
 

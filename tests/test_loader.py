@@ -118,7 +118,9 @@ def test_wrong_shape(good_dir):
         t["h.0.attn.c_proj.weight"] = np.ascontiguousarray(t["h.0.attn.c_proj.weight"][:, :8])
 
     rewrite_tensors(good_dir, transpose)
-    with pytest.raises(CheckpointError, match=r"'h\.0\.attn\.c_proj\.weight' has shape \[16, 8\] but config\.json implies \[16, 16\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'h\.0\.attn\.c_proj\.weight' has shape \[16, 8\] but config\.json implies \[16, 16\]"
+    ):
         load(good_dir)
 
 
@@ -138,7 +140,9 @@ def test_config_with_fewer_layers_than_the_weights(good_dir):
 def test_config_with_another_width_than_the_weights(good_dir):
     config = json.loads((good_dir / "config.json").read_text())
     (good_dir / "config.json").write_text(json.dumps(config | {"n_embd": 32}))
-    with pytest.raises(CheckpointError, match=r"'wte\.weight' has shape \[50257, 16\] but config\.json implies \[50257, 32\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'wte\.weight' has shape \[50257, 16\] but config\.json implies \[50257, 32\]"
+    ):
         load(good_dir)
 
 
@@ -157,14 +161,18 @@ def test_tensor_spelled_twice(good_dir):
 def test_no_weights_file(good_dir):
     (good_dir / "model.safetensors").unlink()
     (good_dir / "pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"no model\.safetensors or model\.safetensors\.index\.json \(found pytorch_model\.bin"):
+    with pytest.raises(
+        CheckpointError, match=r"no model\.safetensors or model\.safetensors\.index\.json \(found pytorch_model\.bin"
+    ):
         load(good_dir)
 
 
 def test_index_naming_a_missing_shard(tmp_path):
     sharded = write_checkpoint(tmp_path / "sharded", CONFIG, shards=2)
     (sharded / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"index\.json: lists shard model-00002-of-00002\.safetensors, which is missing"):
+    with pytest.raises(
+        CheckpointError, match=r"index\.json: lists shard model-00002-of-00002\.safetensors, which is missing"
+    ):
         load(sharded)
 
 
@@ -195,16 +203,19 @@ def test_unreadable_config(good_dir):
         load(good_dir)
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"activation_function": "gelu"}, r"activation_function 'gelu' is not supported"),
-    ({"activation_function": "relu"}, r"activation_function 'relu' is not supported"),
-    ({"n_head": 3}, r"n_embd=16 is not divisible by n_head=3"),
-    ({"add_cross_attention": True}, r"add_cross_attention=true"),
-    ({"model_type": "llama"}, r"model_type is 'llama', expected 'gpt2'"),
-    ({"n_layer": 0}, r"n_layer must be a positive integer"),
-    ({"n_embd": "16"}, r"n_embd must be a positive integer"),
-    ({"layer_norm_epsilon": -1}, r"layer_norm_epsilon must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"activation_function": "gelu"}, r"activation_function 'gelu' is not supported"),
+        ({"activation_function": "relu"}, r"activation_function 'relu' is not supported"),
+        ({"n_head": 3}, r"n_embd=16 is not divisible by n_head=3"),
+        ({"add_cross_attention": True}, r"add_cross_attention=true"),
+        ({"model_type": "llama"}, r"model_type is 'llama', expected 'gpt2'"),
+        ({"n_layer": 0}, r"n_layer must be a positive integer"),
+        ({"n_embd": "16"}, r"n_embd must be a positive integer"),
+        ({"layer_norm_epsilon": -1}, r"layer_norm_epsilon must be a positive number"),
+    ],
+)
 def test_config_the_engine_cannot_run_is_refused(good_dir, fields, message):
     edit_config(good_dir, **fields)
     with pytest.raises(ConfigError, match=message):

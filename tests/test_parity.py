@@ -7,12 +7,12 @@ two logits are further apart than that bound.
 
 import numpy as np
 import pytest
-
 from conftest import tolerance
+from reference import hf_logits
+
 from engine import GPT2
 from engine.base.config import GPT2Config
 from engine.state.synthetic import preset_config
-from reference import hf_logits
 
 RNG = np.random.default_rng(1234)
 
@@ -133,12 +133,15 @@ def test_left_padding_matches_reference_with_mask(small_dir):
     assert np.abs(ours[real] - reference[real]).max() <= bound
 
 
-@pytest.mark.parametrize("overrides", [
-    {"scale_attn_by_inverse_layer_idx": True},
-    {"scale_attn_weights": False},
-    {"n_inner": 200},
-    {"layer_norm_epsilon": 1e-3},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"scale_attn_by_inverse_layer_idx": True},
+        {"scale_attn_weights": False},
+        {"n_inner": 200},
+        {"layer_norm_epsilon": 1e-3},
+    ],
+)
 def test_config_variants_match_reference(synthetic, overrides):
     config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, **overrides)
     name = "variant-" + "-".join(f"{k}{v}" for k, v in overrides.items())

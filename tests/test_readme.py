@@ -1,4 +1,5 @@
-"""README.md stays true: its set-up commands are the ones CI runs."""
+"""README.md stays true: its set-up commands are the ones CI runs, its Python example runs, and it
+stays a short front door whose links lead somewhere."""
 
 import re
 
@@ -26,3 +27,23 @@ def test_test_extra_pins_torch_exactly():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
     assert re.search(r'"torch[<>~!]', pyproject) is None
+
+
+def test_readme_is_a_short_front_door_whose_links_exist():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode("utf-8")) <= 12_500
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if not link.startswith("http")]
+    assert len(local) >= 8
+    for link in local:
+        assert (REPO / link).exists(), link
+
+
+def test_readme_python_example_runs(tiny_model_dir, tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    block = re.findall(r"```python\n(.+?)\n```", readme, flags=re.S)[0]
+    page = tmp_path / "romeo.html"
+    assert '"romeo.html"' in block
+    monkeypatch.chdir(REPO)  # the example names ../shared
+    exec(compile(block.replace('"romeo.html"', repr(str(page))), "README.md", "exec"), {})
+    assert page.stat().st_size > 10_000

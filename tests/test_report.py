@@ -8,10 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 import pytest
-
 from conftest import REPO, REPORT_PROMPT
 from test_cli import assert_user_error, gpt2
 
@@ -61,7 +61,12 @@ def test_page_carries_the_explanation(tiny_explanation):
     assert data["promptLength"] == P and len(data["tokens"]) == N and result.generated == 20
     for method in data["saliency"]["methods"]:
         np.testing.assert_allclose(method["scores"], result.saliency[method["name"]], atol=5e-6, rtol=0)
-    assert [m["name"] for m in data["saliency"]["methods"]] == ["grad_x_input", "integrated_gradients", "erasure", "gradient"]
+    assert [m["name"] for m in data["saliency"]["methods"]] == [
+        "grad_x_input",
+        "integrated_gradients",
+        "erasure",
+        "gradient",
+    ]
     np.testing.assert_array_equal(data["lens"]["topIds"], result.lens_top_ids)
     np.testing.assert_array_equal(data["lens"]["targetRanks"], result.lens_target_ranks)
     assert data["lens"]["layers"] == ["embeddings", "block 0", "block 1", "block 2", "block 3"]
@@ -118,15 +123,26 @@ def test_page_for_20_tokens_on_the_124M_shape_is_under_2_MB(explained_124M):
         raw = rng.random((G, N), dtype=np.float32) * before
         scores[method] = (raw / raw.sum(1, keepdims=True)).astype(np.float32)
     values = rng.standard_normal(G, dtype=np.float32)
-    result = dataclasses.replace(e, saliency=scores, ig_steps=50, ig_sum=values, ig_difference=values,
-                                 erasure_drops=rng.standard_normal((G, N), dtype=np.float32) * before)
+    result = dataclasses.replace(
+        e,
+        saliency=scores,
+        ig_steps=50,
+        ig_sum=values,
+        ig_difference=values,
+        erasure_drops=rng.standard_normal((G, N), dtype=np.float32) * before,
+    )
     page = result.to_html().encode("utf-8")
     attention_bytes = 12 * 12 * (N * (N + 1) // 2) * 2 * 4 / 3  # base64 of the float16 lower triangles
-    print(f"\n124M shape, 30 tokens (20 generated): the page is {len(page):,} bytes, "
-          f"of which attention {attention_bytes:,.0f}")
+    print(
+        f"\n124M shape, 30 tokens (20 generated): the page is {len(page):,} bytes, "
+        f"of which attention {attention_bytes:,.0f}"
+    )
     assert attention_bytes < len(page) < 2_000_000
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"20 generated tokens it is {round(len(page) / 1000)} KB, {round(attention_bytes / 1000)} KB of it attention" in readme
+    readme = " ".join((REPO / "docs" / "interpretability.md").read_text().split())
+    assert (
+        f"20 generated tokens it is {round(len(page) / 1000)} KB, {round(attention_bytes / 1000)} KB of it attention"
+        in readme
+    )
 
 
 def test_notebook_rendering_is_an_iframe_of_the_page(tiny_explanation):
@@ -138,8 +154,21 @@ def test_notebook_rendering_is_an_iframe_of_the_page(tiny_explanation):
 
 def test_cli_writes_the_page(tiny_model_dir, tmp_path):
     out = tmp_path / "report.html"
-    result = gpt2("explain", "KING:", "--model", tiny_model_dir, "-n", "3", "--steps", "2", "--factors", "3",
-                  "--html", out, "--quiet")
+    result = gpt2(
+        "explain",
+        "KING:",
+        "--model",
+        tiny_model_dir,
+        "-n",
+        "3",
+        "--steps",
+        "2",
+        "--factors",
+        "3",
+        "--html",
+        out,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     data = embedded_data(out.read_text(encoding="utf-8"))
@@ -157,8 +186,10 @@ def test_cli_refuses_an_html_path_in_a_missing_directory(tiny_model_dir, tmp_pat
 
 
 def test_engine_does_not_import_matplotlib():
-    code = ("import sys, engine, engine.analysis.explain, engine.analysis.report, engine.cli; "
-            "print('matplotlib' in sys.modules)")
+    code = (
+        "import sys, engine, engine.analysis.explain, engine.analysis.report, engine.cli; "
+        "print('matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
 
@@ -183,7 +214,9 @@ def test_plot_saliency_draws_the_scores(tiny_explanation, tmp_path):
         bars = [patch.get_height() for patch in figure.axes[0].patches]
         g %= result.generated
         np.testing.assert_allclose(bars, result.saliency[method][g][: P + g], rtol=1e-6)
-        assert [t.get_text() for t in figure.axes[0].get_xticklabels()][-1].strip("␣") == result.tokens[P + g - 1].strip()
+        assert [t.get_text() for t in figure.axes[0].get_xticklabels()][-1].strip("␣") == result.tokens[
+            P + g - 1
+        ].strip()
     figure.savefig(tmp_path / "saliency.png")
     assert min(png_size(tmp_path / "saliency.png")) > 100
     from engine.base.errors import InputError
@@ -235,9 +268,15 @@ def test_plot_attention_draws_the_pattern(tiny_explanation, tmp_path):
 
 
 def test_a_wheel_ships_the_page_assets():
-    """pyproject's package-data lists every file in engine/data, so a non-editable install has them."""
-    pyproject = (REPO / "pyproject.toml").read_text()
-    (listed,) = re.findall(r'^"engine\.data" = \[(.*)\]$', pyproject, re.M)
-    shipped = {name.strip().strip('"') for name in listed.split(",")}
-    present = {p.name for p in (REPO / "engine" / "data").iterdir() if p.is_file() and p.suffix != ".py"}
-    assert present <= shipped and {"report.html", "report.css", "report.js"} <= shipped
+    """pyproject's package-data lists every data file of the package (the page's assets, the BPE
+    file), so a non-editable install has them."""
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {f"{package.replace('.', '/')}/{name}" for package, names in package_data.items() for name in names}
+    present = {
+        str(path.relative_to(REPO))
+        for folder in ("engine/data", "engine/analysis/assets")
+        for path in (REPO / folder).iterdir()
+        if path.is_file() and path.suffix != ".py"
+    }
+    assert present <= shipped
+    assert {f"engine/analysis/assets/report.{kind}" for kind in ("html", "css", "js")} <= shipped

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser import CHROMIUM, launch
 from conftest import REPO
 
@@ -52,8 +51,13 @@ class Page:
 
     def __init__(self, browser, url, width=1100, height=900, touch=False):
         # Reduced motion: the page then skips its colour transitions, so computed colours are final at once.
-        self.context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1,
-                                           reduced_motion="reduce", has_touch=touch, is_mobile=touch)
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height},
+            device_scale_factor=1,
+            reduced_motion="reduce",
+            has_touch=touch,
+            is_mobile=touch,
+        )
         self.errors, self.requests = [], []
         self.context.route("**/*", self.route)
         self.page = self.context.new_page()
@@ -135,8 +139,12 @@ def test_page_loads_whole_without_errors_or_requests(browser, report_path, tiny_
 
 def test_hovering_a_generated_token_shades_the_earlier_tokens_by_their_scores(page, tiny_explanation):
     result, P = tiny_explanation, tiny_explanation.prompt_length
-    labels = {"grad_x_input": "Gradient × input", "integrated_gradients": "Integrated gradients",
-              "erasure": "Erasure", "gradient": "Gradient"}
+    labels = {
+        "grad_x_input": "Gradient × input",
+        "integrated_gradients": "Integrated gradients",
+        "erasure": "Erasure",
+        "gradient": "Gradient",
+    }
     # As loaded: the last generated token is pinned, with grad_x_input.
     check_saliency_shading(page, result, "grad_x_input", result.generated - 1)
     for method, label in labels.items():
@@ -195,8 +203,9 @@ def test_factor_pickers_recolour_the_tokens(page, tiny_explanation):
         # All factors: each token in its dominant factor, as strong as that factor is there.
         dominant = acts.argmax(0)
         assert [f for f, _ in drawn["tokens"]] == dominant.tolist(), s
-        np.testing.assert_allclose([v for _, v in drawn["tokens"]], acts[dominant, np.arange(acts.shape[1])] / peaks[dominant],
-                                   atol=2e-3)
+        np.testing.assert_allclose(
+            [v for _, v in drawn["tokens"]], acts[dominant, np.arange(acts.shape[1])] / peaks[dominant], atol=2e-3
+        )
         # A sparkline per factor, each scaled to its peak.
         assert len(drawn["lines"]) == len(acts)
         for f, points in enumerate(drawn["lines"]):
@@ -214,24 +223,30 @@ def test_factor_pickers_recolour_the_tokens(page, tiny_explanation):
 
 def cell_colour(page, q, k):
     """The canvas pixel at the centre of cell (query q, key k)."""
-    return page.evaluate("""([q, k]) => {
+    return page.evaluate(
+        """([q, k]) => {
         const c = document.getElementById('attention-map'), d = c.dataset;
         const x = Number(d.left) + (k + 0.5) * Number(d.cell), y = Number(d.top) + (q + 0.5) * Number(d.cell);
         return [...c.getContext('2d').getImageData(Math.floor(x), Math.floor(y), 1, 1).data].slice(0, 3);
-    }""", [q, k])
+    }""",
+        [q, k],
+    )
 
 
 def check_heatmap(page, pattern):
     """Every cell at or below the diagonal is the heat colour over white at the attention value."""
     N = pattern.shape[0]
-    pixels = page.evaluate("""(N) => {
+    pixels = page.evaluate(
+        """(N) => {
         const c = document.getElementById('attention-map'), d = c.dataset, ctx = c.getContext('2d'), out = [];
         for (let q = 0; q < N; q++) for (let k = 0; k <= q; k++) {
             const x = Number(d.left) + (k + 0.5) * Number(d.cell), y = Number(d.top) + (q + 0.5) * Number(d.cell);
             out.push([...ctx.getImageData(Math.floor(x), Math.floor(y), 1, 1).data].slice(0, 3));
         }
         return out;
-    }""", N)
+    }""",
+        N,
+    )
     query, key = np.tril_indices(N)
     values = pattern[query, key].astype(np.float64)[:, None]  # [cells, 1]
     expected = 255 + values * (np.array(HEAT_RGB) - 255)  # alpha blending over white
@@ -278,7 +293,9 @@ def test_logit_lens_grid_and_ranks(page, tiny_explanation):
         assert alpha_of(cell["alpha"]) == pytest.approx(p, abs=0.005)
         assert cell["hit"] == (t < N - 1 and top == result.lens_targets[t])
     P = result.prompt_length
-    ranks = page.evaluate("""() => [...document.querySelectorAll('#ranks-scroll td[data-r]')].map(td => Number(td.dataset.rank))""")
+    ranks = page.evaluate(
+        """() => [...document.querySelectorAll('#ranks-scroll td[data-r]')].map(td => Number(td.dataset.rank))"""
+    )
     np.testing.assert_array_equal(np.reshape(ranks, (R, -1)), result.lens_target_ranks[:, P - 1 : N - 1])
     # Keyboard: the grid has one tab stop; arrows move the focused cell, whose top-k fills the readout.
     page.locator("#lens-scroll td[data-r='0'][data-c='0']").focus()
@@ -293,7 +310,9 @@ def test_narrow_touch_screen_has_no_horizontal_overflow(browser, report_path, ti
     widths = opened.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths
     # Wide content scrolls inside its own box, not the page.
-    boxes = opened.page.evaluate("""() => [...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().right)""")
+    boxes = opened.page.evaluate(
+        """() => [...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().right)"""
+    )
     assert max(boxes) <= 375
     canvas = opened.page.evaluate("document.getElementById('attention-map').getBoundingClientRect().right")
     assert canvas <= 375

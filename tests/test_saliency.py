@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from engine import GPT2, InputError
-from engine.base.config import GPT2Config
 from engine.analysis.saliency import METHODS, attribute, attribute_all, gauss_legendre
+from engine.base.config import GPT2Config
 
 
 @functools.lru_cache(maxsize=2)
@@ -23,6 +23,7 @@ def hf_model(model_dir):
     from transformers import GPT2LMHeadModel
 
     return GPT2LMHeadModel.from_pretrained(str(model_dir), dtype=torch.float64, attn_implementation="eager").eval()
+
 
 PROMPT = "ROMEO: What light through yonder window breaks? It is the east"
 
@@ -107,8 +108,10 @@ def test_integrated_gradients_completeness(tiny_model, of):
         r = attribute(tiny_model, ids, target, method="integrated_gradients", of=of, steps=50)
         c = r.completeness
         gaps[target] = c["relative_gap"]
-        print(f"of={of} target={target}: sum {c['sum_of_attributions']:.6f}, difference "
-              f"{c['output_difference']:.6f}, relative gap {c['relative_gap']:.2e}")
+        print(
+            f"of={of} target={target}: sum {c['sum_of_attributions']:.6f}, difference "
+            f"{c['output_difference']:.6f}, relative gap {c['relative_gap']:.2e}"
+        )
         assert c["relative_gap"] < 1e-3
         assert c["sum_of_attributions"] == pytest.approx(float(r.attributions.sum(dtype=np.float64)))
     coarse = attribute(tiny_model, ids, 11, method="integrated_gradients", of=of, steps=2).completeness
@@ -128,14 +131,17 @@ def test_saliency_api_and_position(tiny_model):
     np.testing.assert_array_equal(one, [1.0])
 
 
-@pytest.mark.parametrize("args, message", [
-    (dict(method="attention"), "unknown saliency method 'attention'; choose from gradient, grad_x_input"),
-    (dict(method="integrated_gradients", steps=0), "steps must be an integer from 1 to 10000, got 0"),
-    (dict(method="integrated_gradients", steps=2.5), "steps must be an integer from 1 to 10000, got 2.5"),
-    (dict(target_id=50300), "target_id 50300 is out of range"),
-    (dict(position=9), "position 9 is out of range for 3 tokens"),
-    (dict(of="logit"), "of must be one of 'logprob', 'prob'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(method="attention"), "unknown saliency method 'attention'; choose from gradient, grad_x_input"),
+        (dict(method="integrated_gradients", steps=0), "steps must be an integer from 1 to 10000, got 0"),
+        (dict(method="integrated_gradients", steps=2.5), "steps must be an integer from 1 to 10000, got 2.5"),
+        (dict(target_id=50300), "target_id 50300 is out of range"),
+        (dict(position=9), "position 9 is out of range for 3 tokens"),
+        (dict(of="logit"), "of must be one of 'logprob', 'prob'"),
+    ],
+)
 def test_saliency_refuses_bad_arguments(tiny_model, args, message):
     options = {"target_id": 11} | args
     with pytest.raises(InputError, match=message):

@@ -123,8 +123,10 @@ def test_repetition_penalty_matches_hf(penalty):
     rng = np.random.default_rng(6)
     histories = rng.integers(0, 300, size=(3, 40))  # repeats within a row: each is penalised once
     histories[:, :5] = np.argsort(-scores, axis=1)[:, :5]  # and some of the highest-scoring tokens
-    assert_same_scores(repetition_penalty_filter(scores, list(histories), penalty),
-                       hf(RepetitionPenaltyLogitsProcessor(penalty), scores, histories))
+    assert_same_scores(
+        repetition_penalty_filter(scores, list(histories), penalty),
+        hf(RepetitionPenaltyLogitsProcessor(penalty), scores, histories),
+    )
 
 
 @pytest.mark.parametrize("ngram_size", [1, 2, 3, 4])
@@ -159,13 +161,28 @@ def test_all_processors_in_hf_order():
     rng = np.random.default_rng(10)
     histories = rng.integers(0, 2000, size=(3, 25))
     histories[:, 10:14] = histories[:, 0:4]  # a repeated 4-gram
-    processors = LogitsProcessorList([
-        RepetitionPenaltyLogitsProcessor(1.2), NoRepeatNGramLogitsProcessor(3),
-        MinNewTokensLengthLogitsProcessor(20, 8, [50256]),
-        TemperatureLogitsWarper(0.8), TopKLogitsWarper(200), TopPLogitsWarper(0.9),
-    ])
-    ours = process_scores(scores, list(histories), n_new=5, repetition_penalty=1.2, no_repeat_ngram_size=3,
-                          min_new_tokens=8, end_ids=[50256], temperature=0.8, top_k=200, top_p=0.9)
+    processors = LogitsProcessorList(
+        [
+            RepetitionPenaltyLogitsProcessor(1.2),
+            NoRepeatNGramLogitsProcessor(3),
+            MinNewTokensLengthLogitsProcessor(20, 8, [50256]),
+            TemperatureLogitsWarper(0.8),
+            TopKLogitsWarper(200),
+            TopPLogitsWarper(0.9),
+        ]
+    )
+    ours = process_scores(
+        scores,
+        list(histories),
+        n_new=5,
+        repetition_penalty=1.2,
+        no_repeat_ngram_size=3,
+        min_new_tokens=8,
+        end_ids=[50256],
+        temperature=0.8,
+        top_k=200,
+        top_p=0.9,
+    )
     assert_same_scores(ours, hf(processors, scores, histories))
 
 

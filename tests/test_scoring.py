@@ -1,6 +1,6 @@
 """Scoring and perplexity: the sliding-window protocol of Hugging Face's perplexity guide, checked
 against that guide's loop run on transformers (synthetic checkpoints and the tiny Shakespeare model
-on the held-out Tempest text), and the README's figures against a live computation."""
+on the held-out Tempest text), and the figures of docs/scoring.md against a live computation."""
 
 import math
 import re
@@ -9,14 +9,13 @@ from itertools import groupby
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, shared_path
+from reference import hf_model
+
 from engine import GPT2, InputError
 from engine.base.config import GPT2Config
 from engine.base.numeric import log_softmax
 from engine.scoring import sliding_windows
-from reference import hf_model
-
 
 # ----------------------------------------------------------------------------------------------
 # The reference: the loop of "Perplexity of fixed-length models" (transformers docs), on transformers
@@ -75,7 +74,7 @@ def hf_guide_perplexity(model_dir, ids, context, stride, batch_size=4, per_token
             )  # [B, L - 1]
             for row, (b, e, _) in enumerate(batch):
                 keep = (labels[row, 1:] != -100).numpy()
-                nll[b + 1:e][keep] = per_token_nll[row].numpy()[keep]
+                nll[b + 1 : e][keep] = per_token_nll[row].numpy()[keep]
         i = j
     return nll, total, count
 
@@ -99,13 +98,17 @@ def random_ids(n, seed=0):
 
 
 @pytest.mark.parametrize("n_tokens", [2, 3, 9, 10, 17, 64, 65, 100])
-@pytest.mark.parametrize("context, stride", [(2, 1), (2, 2), (4, 1), (4, 2), (4, 3), (4, 4), (8, 5), (64, 32), (64, 64)])
+@pytest.mark.parametrize(
+    "context, stride", [(2, 1), (2, 2), (4, 1), (4, 2), (4, 3), (4, 4), (8, 5), (64, 32), (64, 64)]
+)
 def test_windows_score_what_the_guide_scores(n_tokens, context, stride):
     ours = sliding_windows(n_tokens, context, stride)
     guide = guide_windows(n_tokens, context, stride)
     assert [(w.begin, w.end) for w in ours] == [(b, e) for b, e, _ in guide]
-    scored_by_guide = [{b + 1 + t for t, label in enumerate(guide_labels(list(range(n_tokens)), b, e, trg)[1:]) if label >= 0}
-                       for b, e, trg in guide]
+    scored_by_guide = [
+        {b + 1 + t for t, label in enumerate(guide_labels(list(range(n_tokens)), b, e, trg)[1:]) if label >= 0}
+        for b, e, trg in guide
+    ]
     assert [set(range(w.first_scored, w.end)) for w in ours] == scored_by_guide
     scored = [t for s in scored_by_guide for t in s]
     assert len(scored) == len(set(scored)), "a token is scored twice"
@@ -143,7 +146,9 @@ def test_matches_the_guide_on_transformers(synthetic_dir, synthetic_model, n_tok
     assert s.count == count
     assert s.mean_nll == pytest.approx(total / count, rel=1e-4)
     assert s.perplexity == pytest.approx(math.exp(total / count), rel=1e-4)
-    expected_count = len(reference_ids) - (1 if stride < context else len(sliding_windows(len(reference_ids), context, stride)))
+    expected_count = len(reference_ids) - (
+        1 if stride < context else len(sliding_windows(len(reference_ids), context, stride))
+    )
     assert s.count == expected_count
 
 
@@ -163,7 +168,7 @@ def hf_tempest(tiny_model_dir):
     spans = sorted({(b, e) for stride in (128, 256) for b, e, _ in guide_windows(len(ids), 256, stride)})
     model = hf_model(tiny_model_dir)
     window_nll = {}
-    for length, group in groupby(spans, key=lambda span: span[1] - span[0]):
+    for _length, group in groupby(spans, key=lambda span: span[1] - span[0]):
         group = list(group)
         for k in range(0, len(group), 8):
             batch = group[k : k + 8]
@@ -171,7 +176,7 @@ def hf_tempest(tiny_model_dir):
             with torch.no_grad():
                 logprobs = torch.log_softmax(model(input_ids).logits[:, :-1], dim=-1)  # [B, L - 1, V]
                 nll = -logprobs.gather(-1, input_ids[:, 1:, None])[..., 0].double().numpy()  # [B, L - 1]
-            window_nll |= {span: row for span, row in zip(batch, nll)}
+            window_nll |= dict(zip(batch, nll))
     return ids, window_nll
 
 
@@ -188,10 +193,10 @@ def test_tiny_model_on_the_tempest_matches_transformers_and_the_readme(tiny_mode
     assert s.count == count
     assert s.mean_nll == pytest.approx(total / count, rel=1e-4)
 
-    # README, "Scoring and perplexity", states these figures: they must be what the code computes.
-    readme = (REPO / "README.md").read_text()
+    # docs/scoring.md states these figures: they must be what the code computes.
+    readme = (REPO / "docs" / "scoring.md").read_text()
     row = re.search(rf"^\| 256 \| {stride} \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|", readme, re.MULTILINE)
-    assert row, f"README has no row for context 256, stride {stride}"
+    assert row, f"docs/scoring.md has no row for context 256, stride {stride}"
     windows, tokens, mean_nll, perplexity = row.groups()
     assert int(windows.replace(",", "")) == len(s.windows)
     assert int(tokens.replace(",", "")) == s.count
@@ -250,7 +255,11 @@ def test_memory_is_one_batch_of_kept_logits(synthetic_model, monkeypatch):
     # the last, [240, 300), which scores the 12 tokens after 288
     assert len(s.windows) == 16
     assert [(shape, keep) for shape, keep, _ in calls] == [
-        ((1, 64), 64), ((5, 64), 17), ((5, 64), 17), ((4, 64), 17), ((1, 60), 13)
+        ((1, 64), 64),
+        ((5, 64), 17),
+        ((5, 64), 17),
+        ((4, 64), 17),
+        ((1, 60), 13),
     ]
     assert all(logits == (shape[0], keep, 50257) for shape, keep, logits in calls)
 

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
 from test_cli import assert_user_error, gpt2
 
@@ -23,8 +22,19 @@ def tempest_parts(tmp_path_factory):
 
 
 def test_perplexity_of_several_files(tiny_model_dir, tiny_model, tempest_parts):
-    result = gpt2("perplexity", *tempest_parts, "--model", tiny_model_dir, "--context", 128, "--stride", 32,
-                  "--batch-size", 3, "--json")
+    result = gpt2(
+        "perplexity",
+        *tempest_parts,
+        "--model",
+        tiny_model_dir,
+        "--context",
+        128,
+        "--stride",
+        32,
+        "--batch-size",
+        3,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
     out = json.loads(result.stdout)
@@ -75,8 +85,10 @@ def test_score_lists_every_token(tiny_model_dir, tiny_model):
     assert table[1].split() == ["0", str(s.token_ids[0]), "'To'", "-", "-", "-"]
     # token 4 (' not') is the first one window 1 ([2, 6)) adds; it sees tokens 2 and 3 before it
     assert table[5].split() == ["4", "407", "'", "not'", f"{s.logprobs[4]:.4f}", "1", "2"]
-    assert table[-1] == (f"{s.count} of {len(s.token_ids)} tokens scored: total NLL {s.total_nll:.4f}, "
-                         f"mean NLL {s.mean_nll:.6f}, perplexity {s.perplexity:.2f}")
+    assert table[-1] == (
+        f"{s.count} of {len(s.token_ids)} tokens scored: total NLL {s.total_nll:.4f}, "
+        f"mean NLL {s.mean_nll:.6f}, perplexity {s.perplexity:.2f}"
+    )
 
 
 def test_score_reads_stdin(tiny_model_dir):
@@ -110,9 +122,12 @@ def test_bad_files(tiny_model_dir, tmp_path):
     good = tmp_path / "good.txt"
     good.write_text(TEXT)
     assert_user_error(gpt2("perplexity", good, empty, "--model", tiny_model_dir), f"{empty}: the file is empty")
-    assert_user_error(gpt2("perplexity", one_token, "--model", tiny_model_dir), f"{one_token}: the text is 1 token long")
-    assert_user_error(gpt2("perplexity", not_utf8, "--model", tiny_model_dir),
-                      f"{not_utf8}: not valid UTF-8 (byte 0xe0 at offset 24)")
+    assert_user_error(
+        gpt2("perplexity", one_token, "--model", tiny_model_dir), f"{one_token}: the text is 1 token long"
+    )
+    assert_user_error(
+        gpt2("perplexity", not_utf8, "--model", tiny_model_dir), f"{not_utf8}: not valid UTF-8 (byte 0xe0 at offset 24)"
+    )
     assert_user_error(gpt2("perplexity", tmp_path, "--model", tiny_model_dir), f"{tmp_path}: cannot read the file")
     assert_user_error(gpt2("perplexity", "-", "--model", tiny_model_dir, stdin=""), "-: the file is empty")
 
@@ -123,7 +138,11 @@ def test_text_argument_that_is_not_utf8(tiny_model_dir):
 
     from conftest import REPO
 
-    result = subprocess.run([sys.executable, "-m", "engine", "score", b"caf\xe9 au lait", "--model", str(tiny_model_dir)],
-                            capture_output=True, cwd=REPO, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "score", b"caf\xe9 au lait", "--model", str(tiny_model_dir)],
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+    )
     result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
     assert_user_error(result, "TEXT: not valid UTF-8 (byte 0xe9 at offset 3)")

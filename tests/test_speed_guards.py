@@ -91,7 +91,7 @@ def test_decoding_writes_the_cache_in_place_and_attention_reads_it_in_place(mode
     assert cache.keys is keys and cache.values is values and cache.keys.ctypes.data == keys_memory
     attention_calls = [args for name, args, _ in kernel_calls if name == "causal_attention"]
     assert len(attention_calls) == 7 * model.config.n_layer
-    for q, k, v, *_ in attention_calls:  # views into the cache, not copies
+    for _q, k, v, *_ in attention_calls:  # views into the cache, not copies
         assert np.shares_memory(k, cache.keys) and np.shares_memory(v, cache.values)
     from kernels.attention import _c_contiguous_parent
 
@@ -107,7 +107,9 @@ def test_kernels_compile_once_per_signature_and_cache_to_disk(model):
     generate(model, batch=1, prompt=100, steps=2)
     assert {name: len(d.signatures) for name, d in dispatchers()} == compiled
     for name, d in dispatchers():
-        assert len(d.signatures) <= 1, f"{name} was compiled for {d.signatures}: one layout per argument keeps start-up short"
+        assert len(d.signatures) <= 1, (
+            f"{name} was compiled for {d.signatures}: one layout per argument keeps start-up short"
+        )
         assert type(d._cache).__name__ == "FunctionCache", f"{name} is not cached on disk (cache=True)"
 
 
@@ -148,7 +150,9 @@ def test_one_setting_controls_numba_and_blas_threads():
         set_threads(1)
         assert get_threads() == numba.get_num_threads() == 1
         blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
-        assert blas and all(p["num_threads"] == 1 for p in blas), "BLAS runs single-threaded; the engine splits its work"
+        assert blas and all(p["num_threads"] == 1 for p in blas), (
+            "BLAS runs single-threaded; the engine splits its work"
+        )
         set_threads(numba.config.NUMBA_NUM_THREADS)
         assert get_threads() == numba.config.NUMBA_NUM_THREADS
     finally:

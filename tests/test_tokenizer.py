@@ -1,9 +1,8 @@
 """The shipped tokenizer against Hugging Face's GPT-2 tokenizer and the published check values."""
 
-
 import pytest
-
 from conftest import shared_path
+
 from engine import TokenizerError
 from engine.state.tokenizer import BPE_FILE, gpt2_tokenizer, load_tokenizer, tokenizer_from_hf_files
 
@@ -25,7 +24,22 @@ def test_published_check_values():
     """The values in ../shared/tokenizer/README.md (and tiktoken's own tests)."""
     tok = gpt2_tokenizer()
     assert tok.encode("Hello, world!") == [15496, 11, 995, 0]
-    assert tok.encode("Ondřej Čertík was born in") == [46, 358, 129, 247, 68, 73, 34754, 234, 861, 8836, 74, 373, 4642, 287]
+    assert tok.encode("Ondřej Čertík was born in") == [
+        46,
+        358,
+        129,
+        247,
+        68,
+        73,
+        34754,
+        234,
+        861,
+        8836,
+        74,
+        373,
+        4642,
+        287,
+    ]
     assert tok.eot_token == 50256 and tok.n_vocab == 50257
 
 

@@ -73,9 +73,7 @@ def layer_norm_backward(d_out, saved):  # [..., C] -> [..., C]
     # x_hat depends on every x of its row through the mean and the variance: two correction terms,
     # one that removes the gradient's mean, one its component along x_hat.
     return rstd * (
-        d_x_hat
-        - d_x_hat.mean(axis=-1, keepdims=True)
-        - x_hat * (d_x_hat * x_hat).mean(axis=-1, keepdims=True)
+        d_x_hat - d_x_hat.mean(axis=-1, keepdims=True) - x_hat * (d_x_hat * x_hat).mean(axis=-1, keepdims=True)
     )
 
 
@@ -219,7 +217,8 @@ def gpt2_backward(d_logits, fp: ForwardPass):  # [B, K, V] -> [B, T, C]
     d_x = (d_logits.reshape(-1, V) @ fp.lm_head).reshape(B, K, -1)  # [B, K, C]
     d_x = layer_norm_backward(d_x, fp.ln_f)  # [B, K, C]
     d_resid = np.zeros((B, fp.n_tokens, d_x.shape[-1]), dtype=np.float32)  # [B, T, C]
-    np.add.at(d_resid, (slice(None), fp.keep), d_x)  # positions not kept get no gradient from the output
+    # positions not kept get no gradient from the output (numpy's stubs reject the slice index)
+    np.add.at(d_resid, (slice(None), fp.keep), d_x)  # type: ignore[arg-type]
     for saved in reversed(fp.blocks):
         d_resid = block_backward(d_resid, saved)  # [B, T, C]
     return d_resid

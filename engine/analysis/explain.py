@@ -104,7 +104,8 @@ class Explanation:
         """Write the result to `path` (an .npz; the name is kept as given). Atomic: a failure
         leaves no partial file."""
         path = Path(path)
-        arrays, metadata = {}, {"format": FORMAT, "version": FORMAT_VERSION}
+        arrays: dict[str, np.ndarray] = {}
+        metadata: dict = {"format": FORMAT, "version": FORMAT_VERSION}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, np.ndarray):
@@ -117,10 +118,10 @@ class Explanation:
             else:
                 metadata[f.name] = value
         arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
-        return write_atomically(path, lambda out: np.savez_compressed(out, **arrays))
+        return write_atomically(path, lambda out: np.savez_compressed(out, **arrays))  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path) -> "Explanation":
+    def load(cls, path) -> Explanation:
         """Read a file written by `save`."""
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -138,7 +139,9 @@ class Explanation:
         except (KeyError, ValueError, UnicodeDecodeError, AttributeError):
             raise InputError(f"{path}: not an explain result (no gpt2-engine metadata)") from None
         if metadata.get("version") != FORMAT_VERSION:
-            raise InputError(f"{path}: explain format version {metadata.get('version')}, this engine reads {FORMAT_VERSION}")
+            raise InputError(
+                f"{path}: explain format version {metadata.get('version')}, this engine reads {FORMAT_VERSION}"
+            )
         try:
             methods = metadata.pop("saliency_methods")
             values = {name: arrays[name] for name in arrays if not name.startswith("saliency.")}
@@ -162,20 +165,26 @@ class Explanation:
         """A few lines for a terminal: the text, and per generated token its rank in the logit lens
         (after the embeddings, then after each block) and its most salient inputs."""
         P = self.prompt_length
-        lines = [f"prompt ({P} tokens): {self.prompt!r}",
-                 f"generated ({self.generated} tokens, {self.finish_reason}): {''.join(self.tokens[P:])!r}"]
+        lines = [
+            f"prompt ({P} tokens): {self.prompt!r}",
+            f"generated ({self.generated} tokens, {self.finish_reason}): {''.join(self.tokens[P:])!r}",
+        ]
         method = next((m for m in ("grad_x_input", *self.saliency) if m in self.saliency), None)
         if method is not None and self.generated:
-            lines.append(f"per generated token: its rank in the logit lens (after the embeddings, then each block) "
-                         f"and the earlier tokens that mattered most ({method}, of {self.of}):")
+            lines.append(
+                f"per generated token: its rank in the logit lens (after the embeddings, then each block) "
+                f"and the earlier tokens that mattered most ({method}, of {self.of}):"
+            )
             for g in range(self.generated):
                 best = ", ".join(f"{self.tokens[i]!r} {s:.2f}" for i, s in self.top_salient(g, method))
                 ranks = ",".join(str(r) for r in self.lens_target_ranks[:, P + g - 1])  # embeddings .. last block
                 lines.append(f"  {P + g:>5} {self.tokens[P + g]!r:<14} {ranks:<{3 * len(self.lens_layers)}}  <- {best}")
         if self.ig_steps is not None and self.generated:
             gap = np.abs(self.ig_sum - self.ig_difference)
-            lines.append(f"integrated gradients ({self.ig_steps} steps): worst completeness gap {gap.max():.2e} "
-                         f"(|sum of attributions - output difference|, largest |difference| {np.abs(self.ig_difference).max():.3f})")
+            lines.append(
+                f"integrated gradients ({self.ig_steps} steps): worst completeness gap {gap.max():.2e} "
+                f"(|sum of attributions - output difference|, largest |difference| {np.abs(self.ig_difference).max():.3f})"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------------------
@@ -247,9 +256,21 @@ def token_texts(tokenizer, ids) -> list[str]:
     return tokenizer.pieces(ids)
 
 
-def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str = "logprob",
-            steps: int = DEFAULT_STEPS, top_k: int = 5, factors: int = DEFAULT_FACTORS, seed: int = 0,
-            iterations: int = DEFAULT_ITERATIONS, progress: bool | None = None, **generation_options) -> Explanation:
+def explain(
+    model,
+    prompt,
+    max_new_tokens: int = 20,
+    *,
+    methods=METHODS,
+    of: str = "logprob",
+    steps: int = DEFAULT_STEPS,
+    top_k: int = 5,
+    factors: int = DEFAULT_FACTORS,
+    seed: int = 0,
+    iterations: int = DEFAULT_ITERATIONS,
+    progress: bool | None = None,
+    **generation_options,
+) -> Explanation:
     """Continue `prompt` (text or token ids) by up to max_new_tokens tokens with `model.generate`
     (generation_options go to it), then analyse the whole sequence; see the module docstring.
 
@@ -290,8 +311,9 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     logits, cache = run_with_cache(model, ids, names=names)  # [N, V]
     G = N - P
     predicted_at = np.arange(P - 1, N - 1)  # [G]: generated token P + g is predicted at P + g - 1
-    target_values = np.array([target_forward(logits[i : i + 1], int(ids[i + 1]), of)[0][0] for i in predicted_at],
-                             dtype=np.float32)  # [G]
+    target_values = np.array(
+        [target_forward(logits[i : i + 1], int(ids[i + 1]), of)[0][0] for i in predicted_at], dtype=np.float32
+    )  # [G]
     del logits
 
     lens = logit_lens(model, ids, top_k=top_k, cache=cache)
@@ -313,7 +335,7 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
             for m, r in results.items():
                 saliency[m][g] = r.scores
             if "integrated_gradients" in results:
-                done = results["integrated_gradients"].completeness
+                done = results["integrated_gradients"].completeness or {}
                 ig_sum[g], ig_difference[g] = done["sum_of_attributions"], done["output_difference"]
             if "erasure" in results:
                 erasure_drops[g] = results["erasure"].attributions
@@ -322,15 +344,35 @@ def explain(model, prompt, max_new_tokens: int = 20, *, methods=METHODS, of: str
     shown = set(ids.tolist()) | set(lens.top_ids.ravel().tolist()) | set(lens.targets.tolist())
     pieces = dict(zip(sorted(shown), token_texts(model.tokenizer, sorted(shown))))
     return Explanation(
-        model=str(model.source), prompt=prompt if isinstance(prompt, str) else "".join(token_texts(model.tokenizer, prompt_ids[int(bool(bos)):])),
-        config={"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "n_positions": c.n_positions,
-                "vocab_size": c.vocab_size, "mlp_width": c.mlp_width},
-        token_ids=ids, tokens=[pieces[i] for i in ids.tolist()], prompt_length=P, finish_reason=finish_reason,
-        of=of, saliency=saliency, target_values=target_values,
-        ig_steps=steps if "integrated_gradients" in methods else None, ig_sum=ig_sum, ig_difference=ig_difference,
+        model=str(model.source),
+        prompt=prompt
+        if isinstance(prompt, str)
+        else "".join(token_texts(model.tokenizer, prompt_ids[int(bool(bos)) :])),
+        config={
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_embd": c.n_embd,
+            "n_positions": c.n_positions,
+            "vocab_size": c.vocab_size,
+            "mlp_width": c.mlp_width,
+        },
+        token_ids=ids,
+        tokens=[pieces[i] for i in ids.tolist()],
+        prompt_length=P,
+        finish_reason=finish_reason,
+        of=of,
+        saliency=saliency,
+        target_values=target_values,
+        ig_steps=steps if "integrated_gradients" in methods else None,
+        ig_sum=ig_sum,
+        ig_difference=ig_difference,
         erasure_drops=erasure_drops,
-        lens_layers=lens.layers, lens_top_ids=lens.top_ids, lens_top_probs=lens.top_probs, lens_targets=lens.targets,
-        lens_target_ranks=lens.target_ranks, lens_target_probs=lens.target_probs,
+        lens_layers=lens.layers,
+        lens_top_ids=lens.top_ids,
+        lens_top_probs=lens.top_probs,
+        lens_targets=lens.targets,
+        lens_target_ranks=lens.target_ranks,
+        lens_target_probs=lens.target_probs,
         attention=attention,
         factor_layers=layer_sets,
         factor_activations=np.stack([f.activations for f in found]),

@@ -41,8 +41,9 @@ def nmf_init(A: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return W.astype(np.float32), F.astype(np.float32)
 
 
-def nmf(A: np.ndarray, k: int, *, seed: int = 0, iterations: int = DEFAULT_ITERATIONS, tol: float = DEFAULT_TOL,
-        init=None):
+def nmf(
+    A: np.ndarray, k: int, *, seed: int = 0, iterations: int = DEFAULT_ITERATIONS, tol: float = DEFAULT_TOL, init=None
+):
     """Factorise A float32 [T, N] >= 0 into W [T, k] @ F [k, N] (both >= 0, float32).
 
     Frobenius multiplicative updates, W then F each iteration:
@@ -98,8 +99,14 @@ class NeuronFactors:
         return [(self.layers[j // self.width], int(j % self.width), float(self.loadings[factor, j])) for j in best]
 
 
-def factorise(activations: np.ndarray, layers: list[int], k: int = DEFAULT_FACTORS, *, seed: int = 0,
-              iterations: int = DEFAULT_ITERATIONS) -> NeuronFactors:
+def factorise(
+    activations: np.ndarray,
+    layers: list[int],
+    k: int = DEFAULT_FACTORS,
+    *,
+    seed: int = 0,
+    iterations: int = DEFAULT_ITERATIONS,
+) -> NeuronFactors:
     """activations float32 [len(layers), T, I], post-GELU -> NeuronFactors (k capped at T)."""
     L, T, I = activations.shape
     A = np.maximum(activations, 0).transpose(1, 0, 2).reshape(T, L * I)  # [T, N], layers side by side
@@ -113,7 +120,9 @@ def check_layers(layers, n_layer: int) -> list[int]:
     """None (all layers), one layer or a list -> a list of distinct layer numbers in range."""
     if layers is None:
         return list(range(n_layer))
-    chosen = [as_integer(layer, "layers") for layer in (layers if isinstance(layers, (list, tuple, range)) else [layers])]
+    chosen = [
+        as_integer(layer, "layers") for layer in (layers if isinstance(layers, (list, tuple, range)) else [layers])
+    ]
     if not chosen:
         raise InputError("layers must name at least one layer")
     for layer in chosen:
@@ -129,8 +138,16 @@ def check_factor_options(k, iterations, name: str = "factors") -> tuple[int, int
     return check_integer(name, k, 1), check_integer("iterations", iterations, 1)
 
 
-def neuron_factors(model, ids, layers=None, factors: int = DEFAULT_FACTORS, *, seed: int = 0,
-                   iterations: int = DEFAULT_ITERATIONS, cache=None) -> NeuronFactors:
+def neuron_factors(
+    model,
+    ids,
+    layers=None,
+    factors: int = DEFAULT_FACTORS,
+    *,
+    seed: int = 0,
+    iterations: int = DEFAULT_ITERATIONS,
+    cache=None,
+) -> NeuronFactors:
     """NMF of the MLP activations (blocks.{i}.mlp.hook_post) of ids [T] over the chosen layers
     (default: all, side by side, as Ecco does). cache: an ActivationCache of this run with those
     activations, to save a forward pass."""

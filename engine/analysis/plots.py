@@ -21,8 +21,18 @@ from .report import SALIENCY_LABELS, lens_label, saliency_methods
 
 SALIENCY_COLOUR = (234 / 255, 88 / 255, 12 / 255)  # --saliency in report.css
 HEAT_MAP = "Blues"
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-           "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]  # the factor colours of report.js
+PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+]  # the factor colours of report.js
 GENERATED_COLOUR = "#7c3aed"  # --generated
 
 
@@ -31,8 +41,10 @@ def figure_class():
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plotting needs matplotlib, an optional dependency: "
-                          "pip install 'gpt2-engine[plot]' (or pip install matplotlib)") from None
+        raise ImportError(
+            "plotting needs matplotlib, an optional dependency: "
+            "pip install 'gpt2-engine[plot]' (or pip install matplotlib)"
+        ) from None
     return Figure
 
 
@@ -82,13 +94,17 @@ def plot_saliency(result, token: int = -1, method: str | None = None, ax=None):
     figure, ax = new_axes(ax, (max(6.0, 0.32 * position + 1.5), 3.4))
     colours = [(*SALIENCY_COLOUR, 0.15 + 0.85 * float(s) / largest) for s in scores]
     ax.bar(np.arange(position), scores, color=colours, edgecolor=SALIENCY_COLOUR, linewidth=0.6)
-    ax.set_xticks(np.arange(position), [token_label(t) for t in result.tokens[:position]], rotation=90,
-                  fontfamily="monospace")
+    ax.set_xticks(
+        np.arange(position), [token_label(t) for t in result.tokens[:position]], rotation=90, fontfamily="monospace"
+    )
     colour_ticks(ax.get_xticklabels(), result.prompt_length)
     ax.set_xlim(-0.6, position - 0.4)
     ax.set_ylabel("score (sums to 1)")
-    ax.set_title(f"{SALIENCY_LABELS.get(method, method)}: what mattered for "
-                 f"{token_label(result.tokens[position])!r} (token {position})", loc="left")
+    ax.set_title(
+        f"{SALIENCY_LABELS.get(method, method)}: what mattered for "
+        f"{token_label(result.tokens[position])!r} (token {position})",
+        loc="left",
+    )
     ax.spines[["top", "right"]].set_visible(False)
     return figure
 
@@ -108,13 +124,21 @@ def plot_rankings(result, ax=None):
     ax.imshow(strength, cmap=HEAT_MAP, vmin=0, vmax=1.25, aspect="auto")
     for r in range(R):
         for c in range(columns):
-            ax.text(c, r, str(ranks[r, c]), ha="center", va="center", fontsize=8,
-                    color="white" if strength[r, c] > 0.55 else "black")
+            ax.text(
+                c,
+                r,
+                str(ranks[r, c]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if strength[r, c] > 0.55 else "black",
+            )
     labels = [lens_label(name) for name in result.lens_layers]
     labels[-1] += " (output)"
     ax.set_yticks(np.arange(R), labels)
-    ax.set_xticks(np.arange(columns), [token_label(result.tokens[t + 1]) for t in positions], rotation=90,
-                  fontfamily="monospace")
+    ax.set_xticks(
+        np.arange(columns), [token_label(result.tokens[t + 1]) for t in positions], rotation=90, fontfamily="monospace"
+    )
     if result.generated:
         for tick in ax.get_xticklabels():
             tick.set_color(GENERATED_COLOUR)
@@ -159,8 +183,10 @@ def plot_factors(result, layers=None):
     colour_ticks(axes[-1].get_xticklabels(), result.prompt_length)
     layer_names = result.factor_layers[s]
     which = f"layer {layer_names[0]}" if len(layer_names) == 1 else "all layers"
-    axes[0].set_title(f"Neuron factors of {which} (NMF, relative error {result.factor_errors[s]:.2f}); "
-                      "each scaled to its peak", loc="left")
+    axes[0].set_title(
+        f"Neuron factors of {which} (NMF, relative error {result.factor_errors[s]:.2f}); each scaled to its peak",
+        loc="left",
+    )
     return figure
 
 

@@ -37,8 +37,12 @@ import numpy as np
 from ..base.files import write_atomically
 
 SALIENCY_ORDER = ("grad_x_input", "integrated_gradients", "erasure", "gradient")  # the page's method switch
-SALIENCY_LABELS = {"grad_x_input": "Gradient × input", "integrated_gradients": "Integrated gradients",
-                   "erasure": "Erasure", "gradient": "Gradient"}
+SALIENCY_LABELS = {
+    "grad_x_input": "Gradient × input",
+    "integrated_gradients": "Integrated gradients",
+    "erasure": "Erasure",
+    "gradient": "Gradient",
+}
 DECIMALS = 5  # probabilities and saliency scores, all in [0, 1]
 SIGNIFICANT = 4  # factor activations and loadings, whose scale is arbitrary
 
@@ -106,8 +110,9 @@ def report_data(result) -> dict:
         "finishReason": result.finish_reason,
         "saliency": {
             "of": result.of,
-            "methods": [{"name": m, "label": SALIENCY_LABELS.get(m, m), "scores": decimals(result.saliency[m])}
-                        for m in methods],
+            "methods": [
+                {"name": m, "label": SALIENCY_LABELS.get(m, m), "scores": decimals(result.saliency[m])} for m in methods
+            ],
             "targetValues": decimals(result.target_values),
             "igSteps": result.ig_steps,
             "igSum": decimals(result.ig_sum) if result.ig_steps else None,
@@ -123,14 +128,22 @@ def report_data(result) -> dict:
             "targetProbs": decimals(result.lens_target_probs),
         },
         "pieces": {str(i): result.pieces[i] for i in sorted(shown_ids)},
-        "attention": {"layers": c["n_layer"], "heads": c["n_head"], "tokens": N,
-                      "float16": lower_triangles(result.attention)},
-        "factors": [{"layers": layers,
-                     "activations": significant(result.factor_activations[s]),
-                     "topNeurons": result.factor_top_neurons[s].tolist(),
-                     "topLoadings": significant(result.factor_top_loadings[s]),
-                     "error": round(float(result.factor_errors[s]), 4)}
-                    for s, layers in enumerate(result.factor_layers)],
+        "attention": {
+            "layers": c["n_layer"],
+            "heads": c["n_head"],
+            "tokens": N,
+            "float16": lower_triangles(result.attention),
+        },
+        "factors": [
+            {
+                "layers": layers,
+                "activations": significant(result.factor_activations[s]),
+                "topNeurons": result.factor_top_neurons[s].tolist(),
+                "topLoadings": significant(result.factor_top_loadings[s]),
+                "error": round(float(result.factor_errors[s]), 4),
+            }
+            for s, layers in enumerate(result.factor_layers)
+        ],
     }
 
 
@@ -150,8 +163,12 @@ def page_title(result) -> str:
 
 def render_html(result) -> str:
     """The whole page for an Explanation, as one string (UTF-8 when written)."""
-    parts = {"title": html.escape(page_title(result)), "css": asset("report.css"), "js": asset("report.js"),
-             "data": script_json(report_data(result))}
+    parts = {
+        "title": html.escape(page_title(result)),
+        "css": asset("report.css"),
+        "js": asset("report.js"),
+        "data": script_json(report_data(result)),
+    }
     # One pass over the template: text put in is never searched again for markers.
     return re.sub(r"<!--@(\w+)-->", lambda m: parts[m[1]], asset("report.html"))
 
@@ -165,7 +182,9 @@ def write_html(result, path) -> Path:
 def notebook_html(result, height: int = 720) -> str:
     """The page inside an <iframe srcdoc>, for Jupyter: its CSS and ids cannot clash with the
     notebook's, and it fetches nothing. The page grows the iframe to its own height."""
-    return (f'<iframe srcdoc="{html.escape(render_html(result), quote=True)}" '
-            f'title="{html.escape(page_title(result), quote=True)}" '
-            f'style="width: 100%; height: {int(height)}px; border: 1px solid #d8dde5; border-radius: 8px">'
-            f'</iframe>')
+    return (
+        f'<iframe srcdoc="{html.escape(render_html(result), quote=True)}" '
+        f'title="{html.escape(page_title(result), quote=True)}" '
+        f'style="width: 100%; height: {int(height)}px; border: 1px solid #d8dde5; border-radius: 8px">'
+        f"</iframe>"
+    )

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backward import check_target, embedding_forward, target_forward, target_gradients
 from ..base.checks import check_integer
 from ..base.errors import InputError
 from ..capture import run_with_hooks
+from .backward import check_target, embedding_forward, target_forward, target_gradients
 
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "erasure")
 DEFAULT_STEPS = 50  # Captum's default for integrated gradients
@@ -78,11 +78,16 @@ class Attribution:
         """Integrated gradients only: sum of the attributions vs f(input) - f(baseline)."""
         if self.method != "integrated_gradients":
             return None
+        assert self.baseline_value is not None  # integrated gradients always records it
         total = float(self.attributions.sum(dtype=np.float64))  # summed in float64: a reporting choice
         difference = self.value - self.baseline_value
         gap = abs(total - difference)
-        return {"sum_of_attributions": total, "output_difference": difference, "gap": gap,
-                "relative_gap": gap / abs(difference) if difference else float("inf") if gap else 0.0}
+        return {
+            "sum_of_attributions": total,
+            "output_difference": difference,
+            "gap": gap,
+            "relative_gap": gap / abs(difference) if difference else float("inf") if gap else 0.0,
+        }
 
 
 def token_scores(attributions: np.ndarray) -> np.ndarray:
@@ -95,7 +100,9 @@ def token_scores(attributions: np.ndarray) -> np.ndarray:
 def check_method(method: str, name: str | None = None) -> str:
     """A saliency method's name; `name`, if given, is the argument the error names (the CLI's flag)."""
     if method not in METHODS:
-        raise InputError(f"{name + ': ' if name else ''}unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+        raise InputError(
+            f"{name + ': ' if name else ''}unknown saliency method {method!r}; choose from {', '.join(METHODS)}"
+        )
     return method
 
 
@@ -104,14 +111,22 @@ def check_steps(steps, name: str = "steps") -> int:
     return check_integer(name, steps, 1, 10_000)
 
 
-def attribute(model, ids, target_id: int, position: int = -1, method: str = "grad_x_input", of: str = "logprob",
-              steps: int = DEFAULT_STEPS) -> Attribution:
+def attribute(
+    model,
+    ids,
+    target_id: int,
+    position: int = -1,
+    method: str = "grad_x_input",
+    of: str = "logprob",
+    steps: int = DEFAULT_STEPS,
+) -> Attribution:
     """Attribute f (log p or p of target_id at position) to the tokens of ids [T] with one method."""
     return attribute_all(model, ids, target_id, position, [method], of, steps)[method]
 
 
-def attribute_all(model, ids, target_id: int, position: int = -1, methods=METHODS, of: str = "logprob",
-                  steps: int = DEFAULT_STEPS) -> dict[str, Attribution]:
+def attribute_all(
+    model, ids, target_id: int, position: int = -1, methods=METHODS, of: str = "logprob", steps: int = DEFAULT_STEPS
+) -> dict[str, Attribution]:
     """Several methods for one prediction: method -> Attribution. gradient and grad_x_input share
     one backward pass; integrated gradients costs `steps` more, erasure position + 1 forward rows."""
     methods = [check_method(m) for m in methods]
@@ -135,8 +150,9 @@ def attribute_all(model, ids, target_id: int, position: int = -1, methods=METHOD
             results["grad_x_input"] = result("grad_x_input", grads[0] * tok, value[0])
     if "integrated_gradients" in methods:
         attributions, value, baseline_value = integrated_gradients(model, tok, pos, p, target, of, steps)
-        results["integrated_gradients"] = result("integrated_gradients", attributions, value,
-                                                 baseline_value=baseline_value, steps=steps)
+        results["integrated_gradients"] = result(
+            "integrated_gradients", attributions, value, baseline_value=baseline_value, steps=steps
+        )
     if "erasure" in methods:
         drops, value = erasure(model, ids[: p + 1], target, of)
         results["erasure"] = result("erasure", drops, value)
@@ -193,14 +209,22 @@ def erasure(model, ids, target: int, of: str) -> tuple[np.ndarray, float]:
             tok[np.nonzero(chosen)[0], erased[chosen]] = 0
             return tok
 
-        logits = run_with_hooks(model, np.tile(ids, (len(erased), 1)), [("hook_embed", zero_tokens)],
-                                logits_to_keep=1)  # [B, 1, V]
+        logits = run_with_hooks(
+            model, np.tile(ids, (len(erased), 1)), [("hook_embed", zero_tokens)], logits_to_keep=1
+        )  # [B, 1, V]
         values[start : start + batch] = target_forward(logits[:, 0], target, of)[0]
     return (values[0] - values[1:]).astype(np.float32), float(values[0])
 
 
-def saliency(model, ids, target_id: int, position: int = -1, method: str = "grad_x_input", of: str = "logprob",
-             steps: int = DEFAULT_STEPS) -> np.ndarray:
+def saliency(
+    model,
+    ids,
+    target_id: int,
+    position: int = -1,
+    method: str = "grad_x_input",
+    of: str = "logprob",
+    steps: int = DEFAULT_STEPS,
+) -> np.ndarray:
     """Scores float32 [T] of the input tokens for f = log p(target_id) (or p) at `position`:
     normalised to sum 1 over tokens 0..position (see the module docstring for each method)."""
     return attribute(model, ids, target_id, position, method, of, steps).scores

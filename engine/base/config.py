@@ -69,7 +69,7 @@ class GPT2Config:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config.json") -> "GPT2Config":
+    def from_dict(cls, raw: dict, source: str = "config.json") -> GPT2Config:
         """Build a config from the fields of a Hugging Face GPT-2 `config.json`."""
         model_type = raw.get("model_type", "gpt2")
         if model_type != "gpt2":
@@ -89,7 +89,7 @@ class GPT2Config:
             raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "GPT2Config":
+    def from_json(cls, path: str | Path) -> GPT2Config:
         path = Path(path)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

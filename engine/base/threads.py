@@ -34,7 +34,7 @@ _blas_limit = None  # keeps threadpoolctl's limit alive; set once threads are co
 def set_threads(n: int) -> None:
     """Use `n` threads (1 <= n <= the cores Numba sees) for kernels and matrix products."""
     global _blas_limit
-    available = numba.config.NUMBA_NUM_THREADS
+    available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set when numba loads
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
         raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {n!r}")
     numba.set_num_threads(n)
@@ -51,7 +51,7 @@ def threads_from_environment() -> None:
         return
     value = os.environ.get(ENV_VAR)
     if not value:
-        set_threads(numba.config.NUMBA_NUM_THREADS)
+        set_threads(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         return
     try:
         threads = int(value)

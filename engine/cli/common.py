@@ -21,8 +21,12 @@ def add_model_argument(parser, positional: bool = False) -> None:
 
 
 def add_threads_argument(parser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for Numba kernels and BLAS (default: all cores, or $GPT2_ENGINE_THREADS)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for Numba kernels and BLAS (default: all cores, or $GPT2_ENGINE_THREADS)",
+    )
 
 
 def apply_threads(args) -> None:
@@ -50,7 +54,11 @@ def argument_text(value: str, name: str) -> str:
 def read_text_file(path: str) -> str:
     """The text of a file ("-": stdin), its bytes decoded as UTF-8 exactly (no newline translation)."""
     try:
-        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as file:
+                data = file.read()
     except OSError as error:
         raise GPT2Error(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not data:

@@ -12,18 +12,32 @@ from .common import add_model_argument, add_threads_argument, load_model
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("explain", help="generate, then look inside: saliency, logit lens, attention, neuron factors")
+    p = subparsers.add_parser(
+        "explain", help="generate, then look inside: saliency, logit lens, attention, neuron factors"
+    )
     p.add_argument("prompt", help="the prompt")
     add_model_argument(p)
-    p.add_argument("--max-new-tokens", "-n", type=int, default=20, help="tokens to generate (default: 20; 0: the prompt alone)")
+    p.add_argument(
+        "--max-new-tokens", "-n", type=int, default=20, help="tokens to generate (default: 20; 0: the prompt alone)"
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write the whole result to FILE (.npz with JSON metadata)")
-    p.add_argument("--html", metavar="FILE",
-                   help="write an explorable page to FILE: one self-contained HTML file (saliency, neuron factors, logit lens, attention)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"saliency methods, comma-separated (default: {','.join(METHODS)})")
-    p.add_argument("--of", choices=("logprob", "prob"), default="logprob",
-                   help="attribute the log-probability (default) or the probability (Ecco's choice) of each token")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"integrated-gradients steps (default: {DEFAULT_STEPS})")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write an explorable page to FILE: one self-contained HTML file (saliency, neuron factors, logit lens, attention)",
+    )
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help=f"saliency methods, comma-separated (default: {','.join(METHODS)})"
+    )
+    p.add_argument(
+        "--of",
+        choices=("logprob", "prob"),
+        default="logprob",
+        help="attribute the log-probability (default) or the probability (Ecco's choice) of each token",
+    )
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"integrated-gradients steps (default: {DEFAULT_STEPS})"
+    )
     p.add_argument("--top-k", type=int, default=5, help="logit-lens candidates per layer and position (default: 5)")
     p.add_argument("--factors", type=int, default=10, help="neuron factors per layer set (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the factorisation's random start (default: 0)")
@@ -50,8 +64,14 @@ def run(args) -> int:
     model = load_model(args.model)
     check_top_k(args.top_k, model.config.vocab_size, "--top-k")
     result = model.explain(
-        args.prompt, max_new_tokens=args.max_new_tokens, methods=args.methods.split(","), of=args.of,
-        steps=args.steps, top_k=args.top_k, factors=args.factors, seed=args.seed,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        methods=args.methods.split(","),
+        of=args.of,
+        steps=args.steps,
+        top_k=args.top_k,
+        factors=args.factors,
+        seed=args.seed,
         progress=False if args.quiet else None,
     )
     print(result.summary())

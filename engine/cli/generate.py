@@ -15,36 +15,73 @@ GENERATE_FLAGS = {"num_return_sequences": "--batch-size", "stop_token_ids": "--s
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="continue a prompt",
-                              description="Continue a prompt. Prints the prompt and its continuation; streams "
-                                          "them as they are generated when stdout is a terminal.")
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a prompt",
+        description="Continue a prompt. Prints the prompt and its continuation; streams "
+        "them as they are generated when stdout is a terminal.",
+    )
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin, exactly as given, when omitted)")
     add_model_argument(p)
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
-    p.add_argument("--temperature", "-t", type=float, default=None,
-                   help="sampling temperature, 0 for greedy (default: 1.0; 0 with --num-beams)")
+    p.add_argument(
+        "--temperature",
+        "-t",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 for greedy (default: 1.0; 0 with --num-beams)",
+    )
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)",
+    )
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)"
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
+    )
     p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="stop before this text (repeatable; the text is cut before it)")
-    p.add_argument("--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before this text (repeatable; the text is cut before it)",
+    )
+    p.add_argument(
+        "--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)"
+    )
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
     p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
-    p.add_argument("--batch-size", "-b", type=int, default=1,
-                   help="samples of the prompt, generated as one batch (with --num-beams: best beams shown) (default: 1)")
+    p.add_argument(
+        "--batch-size",
+        "-b",
+        type=int,
+        default=1,
+        help="samples of the prompt, generated as one batch (with --num-beams: best beams shown) (default: 1)",
+    )
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beams)")
-    p.add_argument("--length-penalty", type=float, default=1.0,
-                   help="beam score = log-probability / length ** this (default: 1)")
-    p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
-                   help="when beam search stops, as Hugging Face's early_stopping (default: false)")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="print the text as it is generated (default: when stdout is a terminal; "
-                        "not with --json, --batch-size > 1 or --num-beams > 1)")
+    p.add_argument(
+        "--length-penalty", type=float, default=1.0, help="beam score = log-probability / length ** this (default: 1)"
+    )
+    p.add_argument(
+        "--early-stopping",
+        choices=["true", "false", "never"],
+        default="false",
+        help="when beam search stops, as Hugging Face's early_stopping (default: false)",
+    )
+    p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print the text as it is generated (default: when stdout is a terminal; "
+        "not with --json, --batch-size > 1 or --num-beams > 1)",
+    )
     p.add_argument("--json", action="store_true", help="print each result as one line of JSON")
     add_threads_argument(p)
     p.set_defaults(run=run)
@@ -66,14 +103,22 @@ def read_prompt(args) -> str:
 
 def generation_options(args) -> dict:
     return {
-        "max_new_tokens": args.max_new_tokens, "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "top_k": args.top_k,
         # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
         "temperature": args.temperature if args.temperature is not None else (1.0 if args.num_beams == 1 else 0.0),
-        "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
-        "no_repeat_ngram_size": args.no_repeat_ngram_size, "min_new_tokens": args.min_new_tokens,
-        "seed": args.seed, "stop": tuple(args.stop), "stop_token_ids": tuple(args.stop_id),
-        "stop_at_eos": not args.ignore_eos, "bos": args.bos, "num_return_sequences": args.batch_size,
-        "num_beams": args.num_beams, "length_penalty": args.length_penalty,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "min_new_tokens": args.min_new_tokens,
+        "seed": args.seed,
+        "stop": tuple(args.stop),
+        "stop_token_ids": tuple(args.stop_id),
+        "stop_at_eos": not args.ignore_eos,
+        "bos": args.bos,
+        "num_return_sequences": args.batch_size,
+        "num_beams": args.num_beams,
+        "length_penalty": args.length_penalty,
         "early_stopping": {"true": True, "false": False, "never": "never"}[args.early_stopping],
     }
 

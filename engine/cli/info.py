@@ -18,24 +18,36 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     model = load_model(args.model)
     c = model.config
-    files = describe_checkpoint(model.source)
+    files = describe_checkpoint(str(model.source))
     facts = {
         "source": model.source,
-        "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "head_dim": c.head_dim,
-        "n_ctx": c.n_ctx, "vocab_size": c.vocab_size, "mlp_width": c.mlp_width,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_embd": c.n_embd,
+        "head_dim": c.head_dim,
+        "n_ctx": c.n_ctx,
+        "vocab_size": c.vocab_size,
+        "mlp_width": c.mlp_width,
         "parameters": model.num_parameters(),
-        "stored_dtypes": files["dtypes"], "compute_dtype": "float32",
-        "file_bytes": files["bytes"], "files": files["files"],
+        "stored_dtypes": files["dtypes"],
+        "compute_dtype": "float32",
+        "file_bytes": files["bytes"],
+        "files": files["files"],
     }
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
     stored = ", ".join(f"{d} ({n} tensors)" for d, n in files["dtypes"].items())
     print(f"model       {model.source}")
-    print(f"shape       {c.n_layer} layers, {c.n_head} heads x {c.head_dim}, n_embd {c.n_embd}, "
-          f"MLP {c.mlp_width}, context {c.n_ctx}, vocab {c.vocab_size}")
-    print(f"parameters  {facts['parameters']:,} ({facts['parameters'] / 1e6:.1f}M, output layer tied to wte)"
-          if c.tie_word_embeddings else f"parameters  {facts['parameters']:,}")
+    print(
+        f"shape       {c.n_layer} layers, {c.n_head} heads x {c.head_dim}, n_embd {c.n_embd}, "
+        f"MLP {c.mlp_width}, context {c.n_ctx}, vocab {c.vocab_size}"
+    )
+    print(
+        f"parameters  {facts['parameters']:,} ({facts['parameters'] / 1e6:.1f}M, output layer tied to wte)"
+        if c.tie_word_embeddings
+        else f"parameters  {facts['parameters']:,}"
+    )
     print(f"dtype       stored {stored}; computed in float32")
     print(f"file size   {files['bytes']:,} bytes ({files['bytes'] / 2**20:.1f} MiB) in {len(files['files'])} file(s)")
     return 0

@@ -13,7 +13,9 @@ from .common import add_model_argument, add_threads_argument, argument_text, loa
 def add_scoring_arguments(p) -> None:
     add_model_argument(p)
     p.add_argument("--context", type=int, default=None, help="tokens per window, 2..n_positions (default: n_positions)")
-    p.add_argument("--stride", type=int, default=None, help="tokens between window starts, 1..context (default: context // 2)")
+    p.add_argument(
+        "--stride", type=int, default=None, help="tokens between window starts, 1..context (default: context // 2)"
+    )
     p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the text, so its first token is scored")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 4)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it is shown only on a terminal anyway)")
@@ -22,7 +24,12 @@ def add_scoring_arguments(p) -> None:
 
 
 def scoring_options(args) -> dict:
-    options = {"bos": args.bos, "context": args.context, "stride": args.stride, "progress": False if args.quiet else None}
+    options = {
+        "bos": args.bos,
+        "context": args.context,
+        "stride": args.stride,
+        "progress": False if args.quiet else None,
+    }
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
     return options
@@ -31,8 +38,13 @@ def scoring_options(args) -> dict:
 def check_scoring_options(model, args) -> None:
     """Refuse a bad --context, --stride or --batch-size before any text is scored."""
     options = scoring_options(args)
-    window_options(model.config.n_positions, options["context"], options["stride"], options.get("batch_size", 1),
-                   spell=lambda name: "--" + name.replace("_", "-"))
+    window_options(
+        model.config.n_positions,
+        options["context"],
+        options["stride"],
+        options.get("batch_size", 1),
+        spell=lambda name: "--" + name.replace("_", "-"),
+    )
 
 
 def summary(s) -> dict:
@@ -57,21 +69,31 @@ def run_perplexity(args) -> int:
         except GPT2Error as error:
             raise GPT2Error(f"{path}: {error}") from None
     total_nll, tokens = sum(s.total_nll for s in results), sum(s.count for s in results)
-    combined = {"perplexity": math.exp(total_nll / tokens), "mean_nll": total_nll / tokens,
-                "total_nll": total_nll, "tokens": tokens}
+    combined = {
+        "perplexity": math.exp(total_nll / tokens),
+        "mean_nll": total_nll / tokens,
+        "total_nll": total_nll,
+        "tokens": tokens,
+    }
     if args.json:
-        files = [{"file": path, **summary(s), "text_tokens": len(s.token_ids) - s.bos, "windows": len(s.windows)}
-                 for path, s in zip(args.files, results)]
+        files = [
+            {"file": path, **summary(s), "text_tokens": len(s.token_ids) - s.bos, "windows": len(s.windows)}
+            for path, s in zip(args.files, results)
+        ]
         s = results[0]
         print(json.dumps(combined | {"context": s.context, "stride": s.stride, "bos": s.bos, "files": files}, indent=2))
         return 0
     for path, s in zip(args.files, results):
-        print(f"{path}: perplexity {s.perplexity:.2f}, mean NLL {s.mean_nll:.6f} over {s.count:,} scored tokens "
-              f"of {len(s.token_ids) - s.bos:,} ({len(s.windows)} windows, context {s.context}, stride {s.stride}"
-              f"{', BOS' if s.bos else ''})")
+        print(
+            f"{path}: perplexity {s.perplexity:.2f}, mean NLL {s.mean_nll:.6f} over {s.count:,} scored tokens "
+            f"of {len(s.token_ids) - s.bos:,} ({len(s.windows)} windows, context {s.context}, stride {s.stride}"
+            f"{', BOS' if s.bos else ''})"
+        )
     if len(results) > 1:
-        print(f"combined: perplexity {combined['perplexity']:.2f}, mean NLL {combined['mean_nll']:.6f} "
-              f"over {tokens:,} scored tokens")
+        print(
+            f"combined: perplexity {combined['perplexity']:.2f}, mean NLL {combined['mean_nll']:.6f} "
+            f"over {tokens:,} scored tokens"
+        )
     return 0
 
 
@@ -87,16 +109,26 @@ def run_score(args) -> int:
     model = load_model(args.model)
     check_scoring_options(model, args)
     s = model.score(text, **scoring_options(args))
-    pieces = model.tokenizer.pieces(s.token_ids, errors="backslashreplace")
+    pieces = model.tokenizer.pieces(s.token_ids, errors="backslashreplace")  # type: ignore[union-attr]  # loaded models have one
     scored = s.scored
     if args.json:
         logprobs = [float(lp) if ok else None for lp, ok in zip(s.logprobs, scored)]
         windows = [[w.begin, w.end, w.first_scored] for w in s.windows]
-        print(json.dumps(summary(s) | {
-            "context": s.context, "stride": s.stride, "bos": s.bos, "token_ids": s.token_ids.tolist(),
-            "pieces": pieces, "logprobs": logprobs, "window": [int(w) if w >= 0 else None for w in s.window],
-            "windows": windows,
-        }))
+        print(
+            json.dumps(
+                summary(s)
+                | {
+                    "context": s.context,
+                    "stride": s.stride,
+                    "bos": s.bos,
+                    "token_ids": s.token_ids.tolist(),
+                    "pieces": pieces,
+                    "logprobs": logprobs,
+                    "window": [int(w) if w >= 0 else None for w in s.window],
+                    "windows": windows,
+                }
+            )
+        )
         return 0
     print(f"{'pos':>5} {'id':>6}  {'piece':<16} {'logprob':>9} {'window':>6} {'seen':>5}")
     for i, (token, piece, lp, w) in enumerate(zip(s.token_ids, pieces, s.logprobs, s.window)):
@@ -104,8 +136,10 @@ def run_score(args) -> int:
             print(f"{i:>5} {token:>6}  {piece!r:<16} {lp:>9.4f} {w:>6} {i - s.windows[w].begin:>5}")
         else:
             print(f"{i:>5} {token:>6}  {piece!r:<16} {'-':>9} {'-':>6} {'-':>5}")
-    print(f"{s.count} of {len(s.token_ids)} tokens scored: total NLL {s.total_nll:.4f}, mean NLL {s.mean_nll:.6f}, "
-          f"perplexity {s.perplexity:.2f}")
+    print(
+        f"{s.count} of {len(s.token_ids)} tokens scored: total NLL {s.total_nll:.4f}, mean NLL {s.mean_nll:.6f}, "
+        f"perplexity {s.perplexity:.2f}"
+    )
     return 0
 
 

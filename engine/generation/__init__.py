@@ -47,5 +47,15 @@ from .api import generate, make_search, run, single_sequence
 from .options import FINISH_REASONS, GenerationOptions, GenerationResult, options_from
 from .stream import GenerationStream, stream
 
-__all__ = ["FINISH_REASONS", "GenerationOptions", "GenerationResult", "GenerationStream", "generate", "make_search",
-           "options_from", "run", "single_sequence", "stream"]
+__all__ = [
+    "FINISH_REASONS",
+    "GenerationOptions",
+    "GenerationResult",
+    "GenerationStream",
+    "generate",
+    "make_search",
+    "options_from",
+    "run",
+    "single_sequence",
+    "stream",
+]

@@ -18,7 +18,9 @@ def make_search(model, prompt, options: dict, spell=lambda name: name):
     check_room(model, prompts, o.max_new_tokens, spell)
     bad = [i for i in o.stop_token_ids if i >= model.config.vocab_size]
     if bad:
-        raise InputError(f"{spell('stop_token_ids')}: token id {bad[0]} is out of range for vocab_size {model.config.vocab_size}")
+        raise InputError(
+            f"{spell('stop_token_ids')}: token id {bad[0]} is out of range for vocab_size {model.config.vocab_size}"
+        )
     search = (BeamSearch if o.num_beams > 1 else TokenSearch)(model, prompts, o)
     return search, single
 

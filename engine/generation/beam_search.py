@@ -17,6 +17,12 @@ from .text import first_stop
 BEAM_PLACEHOLDER = np.float32(-1.0e9)  # Hugging Face's score for "no hypothesis here"
 
 
+def merge_kept(old, new, keep):  # [g, K, ...] and [g, C, ...] -> [g, k, ...]
+    """The entries `keep` ([g, k] indices into old then new, side by side) of each prompt."""
+    both = np.concatenate([old, new], axis=1)
+    return np.take_along_axis(both, keep.reshape(keep.shape + (1,) * (both.ndim - 2)), axis=1)
+
+
 class BeamSearch:
     """Beam search with the semantics of Hugging Face's `generate(num_beams=K, do_sample=False)`
     (transformers 5, `GenerationMixin._beam_search`), for a batch of prompts.
@@ -42,7 +48,9 @@ class BeamSearch:
         self.model, self.options, self.prompts = model, options, prompts
         self.end_ids = end_token_ids(model.config.eos_token_id, options)
         self.finished: list[list[GenerationResult] | None] = [None] * len(prompts)  # per prompt, when done
-        self.running = (np.arange(0), None, None, 0)  # (prompts in the batch, their beams' tokens, logprobs, length)
+        # (prompts in the batch, their beams' tokens [g, K, M], logprobs [g, K, M], length): for the
+        # results after an interruption
+        self.running = (np.arange(0), np.zeros((0, 0, 0), np.int64), np.zeros((0, 0, 0), np.float32), 0)
 
     def steps(self):
         model, o = self.model, self.options
@@ -66,11 +74,23 @@ class BeamSearch:
         for cur in range(M):  # cur: tokens each running beam has so far
             g_n = len(groups)
             logprobs_all = log_softmax(logits)  # [g_n * K, V], the model's own
-            histories = [np.concatenate([self.prompts[g], run_tokens[i, k, :cur]]) for i, g in enumerate(groups)
-                         for k in range(K)] if (o.repetition_penalty != 1.0 or o.no_repeat_ngram_size) else None
+            histories = (
+                [
+                    np.concatenate([self.prompts[g], run_tokens[i, k, :cur]])
+                    for i, g in enumerate(groups)
+                    for k in range(K)
+                ]
+                if (o.repetition_penalty != 1.0 or o.no_repeat_ngram_size)
+                else None
+            )
             scores = process_scores(
-                logprobs_all, histories, n_new=cur, repetition_penalty=o.repetition_penalty,
-                no_repeat_ngram_size=o.no_repeat_ngram_size, min_new_tokens=o.min_new_tokens, end_ids=self.end_ids,
+                logprobs_all,
+                histories,
+                n_new=cur,
+                repetition_penalty=o.repetition_penalty,
+                no_repeat_ngram_size=o.no_repeat_ngram_size,
+                min_new_tokens=o.min_new_tokens,
+                end_ids=self.end_ids,
             )  # [g_n * K, V]
             totals = (scores.reshape(g_n, K, V) + run_scores[:, :, None]).reshape(g_n, K * V)  # [g_n, K * V]
             cand_index, cand_scores = top_sorted(totals, C)  # [g_n, C]
@@ -101,15 +121,11 @@ class BeamSearch:
             new_scores = new_scores + (~just_finished).astype(np.float32) * BEAM_PLACEHOLDER
             keep, fin_scores = top_sorted(np.concatenate([fin_scores, new_scores], axis=1), K)  # [g_n, K]
 
-            def merge(old, new):
-                both = np.concatenate([old, new], axis=1)
-                return np.take_along_axis(both, keep.reshape(keep.shape + (1,) * (both.ndim - 2)), axis=1)
-
-            fin_tokens = merge(fin_tokens, cand_tokens)
-            fin_logprobs = merge(fin_logprobs, cand_logprobs)
-            fin_length = merge(fin_length, np.full((g_n, C), cur + 1))
-            fin_reason = merge(fin_reason, cand_reason)
-            fin_done = merge(fin_done, just_finished)
+            fin_tokens = merge_kept(fin_tokens, cand_tokens, keep)
+            fin_logprobs = merge_kept(fin_logprobs, cand_logprobs, keep)
+            fin_length = merge_kept(fin_length, np.full((g_n, C), cur + 1), keep)
+            fin_reason = merge_kept(fin_reason, cand_reason, keep)
+            fin_done = merge_kept(fin_done, just_finished, keep)
 
             # Can a running beam still beat the worst finished hypothesis?
             best_length = M if (o.early_stopping == "never" and lp > 0) else cur + 1
@@ -120,8 +136,9 @@ class BeamSearch:
 
             done = ~improvable | (fin_done.all(axis=1) & (o.early_stopping is True)) | hits.all()
             for i in np.flatnonzero(done):
-                self.finished[groups[i]] = self.hypotheses(fin_tokens[i], fin_logprobs[i], fin_scores[i],
-                                                           fin_length[i], fin_reason[i])
+                self.finished[groups[i]] = self.hypotheses(
+                    fin_tokens[i], fin_logprobs[i], fin_scores[i], fin_length[i], fin_reason[i]
+                )
             yield
             if done.all():
                 return
@@ -180,7 +197,13 @@ class BeamSearch:
         groups, tokens, logprobs, n = self.running
         if g not in groups:  # interrupted before this prompt's first step
             return [GenerationResult("", [], "interrupted", []) for _ in range(self.options.num_return_sequences)]
-        i = list(groups).index(g)
-        return [GenerationResult(self.model.tokenizer.decode(tokens[i, k, :n]), tokens[i, k, :n].tolist(),
-                                 "interrupted", logprobs[i, k, :n].tolist())
-                for k in range(self.options.num_return_sequences)]
+        i = int(np.flatnonzero(groups == g)[0])
+        return [
+            GenerationResult(
+                self.model.tokenizer.decode(tokens[i, k, :n]),
+                tokens[i, k, :n].tolist(),
+                "interrupted",
+                logprobs[i, k, :n].tolist(),
+            )
+            for k in range(self.options.num_return_sequences)
+        ]

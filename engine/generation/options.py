@@ -64,7 +64,7 @@ class GenerationOptions:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
-    seed: int | None = None  # None: a fresh random seed
+    seed: int | None = None  # None: a fresh random seed (checked() draws it)
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     stop_at_eos: bool = True
@@ -78,7 +78,7 @@ class GenerationOptions:
     def sampling(self) -> bool:
         return self.temperature > 0
 
-    def checked(self, spell=lambda name: name) -> "GenerationOptions":
+    def checked(self, spell=lambda name: name) -> GenerationOptions:
         """These options with every value checked (InputError naming `spell(argument)` if not)."""
 
         def fail(name, requirement, value):
@@ -93,11 +93,17 @@ class GenerationOptions:
                 fail(name, requirement, value)
 
         is_int = is_integer
+
         def is_number(value):
             return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
-        for name, low in (("max_new_tokens", 1), ("num_return_sequences", 1), ("num_beams", 1),
-                          ("no_repeat_ngram_size", 0), ("min_new_tokens", 0)):
+        for name, low in (
+            ("max_new_tokens", 1),
+            ("num_return_sequences", 1),
+            ("num_beams", 1),
+            ("no_repeat_ngram_size", 0),
+            ("min_new_tokens", 0),
+        ):
             check_integer(spell(name), getattr(self, name), low)
         t = self.temperature
         if not is_number(t) or t < 0:
@@ -122,21 +128,30 @@ class GenerationOptions:
         if not all(is_int(i) and i >= 0 for i in stop_ids):
             fail("stop_token_ids", "token ids (integers >= 0)", self.stop_token_ids)
         if self.num_beams > 1 and self.sampling:
-            raise InputError(f"beam search is deterministic: {spell('temperature')} must be 0 with "
-                             f"{spell('num_beams')} > 1 (beam sampling is not supported)")
+            raise InputError(
+                f"beam search is deterministic: {spell('temperature')} must be 0 with "
+                f"{spell('num_beams')} > 1 (beam sampling is not supported)"
+            )
         for name in ("top_k", "top_p"):
             if getattr(self, name) is not None and not self.sampling:
                 if self.num_beams > 1:
-                    raise InputError(f"{spell(name)} applies to sampling, not to beam search ({spell('num_beams')} > 1)")
-                raise InputError(f"{spell(name)} applies to sampling: give {spell('temperature')} > 0 "
-                                 "(0 is greedy decoding)")
+                    raise InputError(
+                        f"{spell(name)} applies to sampling, not to beam search ({spell('num_beams')} > 1)"
+                    )
+                raise InputError(
+                    f"{spell(name)} applies to sampling: give {spell('temperature')} > 0 (0 is greedy decoding)"
+                )
         if self.num_beams > 1:
             if self.num_return_sequences > self.num_beams:
-                raise InputError(f"{spell('num_return_sequences')}={self.num_return_sequences} is more than "
-                                 f"{spell('num_beams')}={self.num_beams}: beam search returns at most one sequence per beam")
+                raise InputError(
+                    f"{spell('num_return_sequences')}={self.num_return_sequences} is more than "
+                    f"{spell('num_beams')}={self.num_beams}: beam search returns at most one sequence per beam"
+                )
         elif self.num_return_sequences > 1 and not self.sampling:
-            raise InputError(f"{spell('num_return_sequences')} > 1 needs sampling ({spell('temperature')} > 0): "
-                             "greedy decoding gives the same text every time")
+            raise InputError(
+                f"{spell('num_return_sequences')} > 1 needs sampling ({spell('temperature')} > 0): "
+                "greedy decoding gives the same text every time"
+            )
         seed = self.seed if self.seed is not None else secrets.randbits(64)
         return replace(self, stop=stop, stop_token_ids=tuple(int(i) for i in stop_ids), seed=int(seed))
 

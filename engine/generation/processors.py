@@ -31,7 +31,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..base.numeric import NEG_INF, softmax, top_k_mask
 
-
 # ----------------------------------------------------------------------------------------------
 # Processors that shape every search (greedy, sampling, beams)
 
@@ -145,9 +144,19 @@ def top_p_filter(scores, top_p: float):  # [B, V] -> [B, V]
 # All of them, in Hugging Face's order
 
 
-def process_scores(scores, histories, *, n_new: int, repetition_penalty: float = 1.0,
-                   no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, end_ids=(),
-                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None):
+def process_scores(
+    scores,
+    histories,
+    *,
+    n_new: int,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    min_new_tokens: int = 0,
+    end_ids=(),
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+):
     """Apply the processors that are switched on, in the order of Hugging Face's `generate()`.
 
     scores: float32 [B, V] (logits, or log-probabilities in beam search, as Hugging Face does);

@@ -20,14 +20,22 @@ def prompt_token_ids(model, prompt, bos: bool) -> tuple[list[list[int]], bool]:
     """
     if isinstance(prompt, np.ndarray):
         if prompt.ndim not in (1, 2) or (prompt.size and not np.issubdtype(prompt.dtype, np.integer)):
-            raise InputError(f"a prompt array must hold integer token ids [T] or [P, T], got {prompt.dtype} {prompt.shape}")
+            raise InputError(
+                f"a prompt array must hold integer token ids [T] or [P, T], got {prompt.dtype} {prompt.shape}"
+            )
         prompt = prompt.tolist()
+    prompts: list
     if isinstance(prompt, str):
         prompts, single = [prompt], True
     elif isinstance(prompt, (list, tuple)) and prompt and all(is_integer(x) for x in prompt):
         prompts, single = [list(prompt)], True
-    elif isinstance(prompt, (list, tuple)) and prompt and all(
-        isinstance(p, str) or (isinstance(p, (list, tuple, np.ndarray)) and all(is_integer(x) for x in p)) for p in prompt
+    elif (
+        isinstance(prompt, (list, tuple))
+        and prompt
+        and all(
+            isinstance(p, str) or (isinstance(p, (list, tuple, np.ndarray)) and all(is_integer(x) for x in p))
+            for p in prompt
+        )
     ):
         prompts, single = list(prompt), False
     else:

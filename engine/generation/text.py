@@ -29,7 +29,7 @@ class IncrementalText:
         self.longest_stop = max(map(len, stops), default=0)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.decoded = ""  # every complete character so far
-        self.stop_index = None  # where the first stop string begins in `decoded`
+        self.stop_index: int | None = None  # where the first stop string begins in `decoded`
         self.closed = False
         self.shown = 0  # characters already handed out by take()
 

@@ -44,9 +44,7 @@ class Sequence:
         self.logprobs.append(logprob)
         if token == self.eos:
             self.finish_reason = "eos"
-        elif token in self.stop_ids:
-            self.finish_reason = "stop"
-        elif self.text.add(token):
+        elif token in self.stop_ids or self.text.add(token):
             self.finish_reason = "stop"
         elif len(self.token_ids) == self.max_new_tokens:
             self.finish_reason = "length"
@@ -55,8 +53,9 @@ class Sequence:
 
     def result(self) -> GenerationResult:
         self.text.close()
-        return GenerationResult(self.text.text, list(self.token_ids), self.finish_reason or "interrupted",
-                                list(self.logprobs))
+        return GenerationResult(
+            self.text.text, list(self.token_ids), self.finish_reason or "interrupted", list(self.logprobs)
+        )
 
 
 class TokenSearch:
@@ -68,8 +67,9 @@ class TokenSearch:
         self.model, self.options, self.prompts = model, options, prompts
         n = options.num_return_sequences
         self.sequences = [
-            Sequence(p, model, options, row_generator(options.seed, j) if options.sampling else None)
-            for p in prompts for j in range(n)
+            Sequence(p, model, options, row_generator(options.seed or 0, j) if options.sampling else None)
+            for p in prompts
+            for j in range(n)
         ]  # prompt-major: row i * n + j is sample j of prompt i
         self.end_ids = end_token_ids(model.config.eos_token_id, options)
         self.hooks = None  # passed to every model call (generate(capture=...))
@@ -77,7 +77,9 @@ class TokenSearch:
     def steps(self):
         """Generate; yields once after every step (each unfinished row has one more token)."""
         o = self.options
-        cache, logits = prefill(self.model, self.prompts, o.max_new_tokens, o.num_return_sequences, self.hooks)  # [B, V]
+        cache, logits = prefill(
+            self.model, self.prompts, o.max_new_tokens, o.num_return_sequences, self.hooks
+        )  # [B, V]
         active = list(self.sequences)  # the rows of the cache, in order
         while True:
             tokens, logprobs = self.choose(active, logits)  # [B], [B]
@@ -91,15 +93,23 @@ class TokenSearch:
                 cache.select_rows(unfinished)
                 active = [active[i] for i in unfinished]
                 tokens = tokens[unfinished]
-            logits = self.model(tokens[:, None], cache=cache, hooks=self.hooks)[:, -1]  # [B, V], one step through the cache
+            logits = self.model(tokens[:, None], cache=cache, hooks=self.hooks)[
+                :, -1
+            ]  # [B, V], one step through the cache
 
     def choose(self, active, logits):  # logits [B, V] -> tokens int64 [B], logprobs float32 [B]
         o = self.options
         scores = process_scores(
-            logits, [seq.seen() for seq in active], n_new=len(active[0].token_ids),
-            repetition_penalty=o.repetition_penalty, no_repeat_ngram_size=o.no_repeat_ngram_size,
-            min_new_tokens=o.min_new_tokens, end_ids=self.end_ids,
-            temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
+            logits,
+            [seq.seen() for seq in active],
+            n_new=len(active[0].token_ids),
+            repetition_penalty=o.repetition_penalty,
+            no_repeat_ngram_size=o.no_repeat_ngram_size,
+            min_new_tokens=o.min_new_tokens,
+            end_ids=self.end_ids,
+            temperature=o.temperature,
+            top_k=o.top_k,
+            top_p=o.top_p,
         )  # [B, V]
         if o.sampling:
             tokens = sample_choice(scores, [seq.generator for seq in active])

@@ -27,11 +27,24 @@ PUBLISHED = {
 }
 # The sizes by parameter count, as OpenAI's release and the R gpt2 package name them (117M and 345M
 # are OpenAI's first names for 124M and 355M).
-SIZE_ALIASES = {"124M": "gpt2", "117M": "gpt2", "355M": "gpt2-medium", "345M": "gpt2-medium",
-                "774M": "gpt2-large", "1558M": "gpt2-xl"}
+SIZE_ALIASES = {
+    "124M": "gpt2",
+    "117M": "gpt2",
+    "355M": "gpt2-medium",
+    "345M": "gpt2-medium",
+    "774M": "gpt2-large",
+    "1558M": "gpt2-xl",
+}
 # The files a model needs (the weights in one file or in shards).
-NEEDED_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
-                "vocab.json", "merges.txt", "generation_config.json"]
+NEEDED_FILES = [
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+]
 
 
 def hf_cache_dir() -> Path:
@@ -78,7 +91,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelNotFoundError(f"{path}: is a file; pass the model directory that holds config.json and model.safetensors")
+            raise ModelNotFoundError(
+                f"{path}: is a file; pass the model directory that holds config.json and model.safetensors"
+            )
         return path
     # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)

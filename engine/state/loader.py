@@ -112,7 +112,7 @@ def read_tensor_into(path: Path, name: str, entry: dict, data_start: int, out: n
     with open(path, "rb", buffering=0) as f:
         f.seek(data_start + begin)
         if dtype == "F32":
-            view = memoryview(flat.view(np.uint8))
+            view = memoryview(flat.view(np.uint8))  # type: ignore[arg-type]  # an ndarray is a buffer
             got = 0
             while got < len(view):  # readinto may return less than asked (large reads, signals)
                 n = f.readinto(view[got:])
@@ -148,14 +148,16 @@ def describe_checkpoint(model_dir: str | Path) -> dict:
     dtypes: dict[str, int] = {}
     for path in files:
         with open_safetensors(path) as f:
-            for stored in f.keys():
+            for stored in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
                 if not MASK_BUFFER.match(canonical_name(stored)):
                     dtype = f.get_slice(stored).get_dtype()
                     dtypes[dtype] = dtypes.get(dtype, 0) + 1
     return {"files": [str(p) for p in files], "bytes": sum(p.stat().st_size for p in files), "dtypes": dtypes}
 
 
-def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]], config: GPT2Config) -> dict[str, np.ndarray]:
+def load_state_dict(
+    model_dir: str | Path, expected: dict[str, tuple[int, ...]], config: GPT2Config
+) -> dict[str, np.ndarray]:
     """Read the tensors named in `expected` (checkpoint name -> shape) from `model_dir` as float32.
 
     Checks, before any data is read, that every expected tensor is there exactly once with its
@@ -170,12 +172,14 @@ def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]],
     info: dict[str, tuple[str, tuple[int, ...]]] = {}  # canonical name -> (dtype, shape)
     for path in files:
         with open_safetensors(path) as f:
-            for stored in f.keys():
+            for stored in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
                 name = canonical_name(stored)
                 if MASK_BUFFER.match(name):
                     continue
                 if name in where:
-                    raise CheckpointError(f"{path}: tensor {name!r} appears twice (as {where[name][1]!r} and {stored!r})")
+                    raise CheckpointError(
+                        f"{path}: tensor {name!r} appears twice (as {where[name][1]!r} and {stored!r})"
+                    )
                 piece = f.get_slice(stored)
                 where[name] = (path, stored)
                 info[name] = (piece.get_dtype(), tuple(piece.get_shape()))
@@ -191,7 +195,9 @@ def load_state_dict(model_dir: str | Path, expected: dict[str, tuple[int, ...]],
                 f"{path}: tensor {stored!r} has shape {list(found)} but config.json implies {list(shape)}"
             )
         if dtype not in SUPPORTED_DTYPES:
-            raise CheckpointError(f"{path}: tensor {stored!r} has dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")
+            raise CheckpointError(
+                f"{path}: tensor {stored!r} has dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
+            )
     # An lm_head beside tied embeddings is a copy of wte: Hugging Face ignores it too.
     unused = sorted(set(where) - set(expected) - {"lm_head.weight"})
     if unused:

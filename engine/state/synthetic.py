@@ -101,18 +101,28 @@ def published_config_json(config: GPT2Config) -> dict:
     return {
         "activation_function": config.activation_function,
         "architectures": ["GPT2LMHeadModel"],
-        "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1,
-        "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+        "attn_pdrop": 0.1,
+        "embd_pdrop": 0.1,
+        "resid_pdrop": 0.1,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
         "initializer_range": 0.02,
         "layer_norm_epsilon": config.layer_norm_epsilon,
         "model_type": "gpt2",
-        "n_ctx": config.n_positions, "n_embd": config.n_embd, "n_head": config.n_head,
-        "n_inner": config.n_inner, "n_layer": config.n_layer, "n_positions": config.n_positions,
+        "n_ctx": config.n_positions,
+        "n_embd": config.n_embd,
+        "n_head": config.n_head,
+        "n_inner": config.n_inner,
+        "n_layer": config.n_layer,
+        "n_positions": config.n_positions,
         "scale_attn_weights": config.scale_attn_weights,
         "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
         "tie_word_embeddings": config.tie_word_embeddings,
-        "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True,
-        "summary_type": "cls_index", "summary_use_proj": True,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
         "vocab_size": config.vocab_size,
     }
 
@@ -154,11 +164,12 @@ def write_checkpoint(
     else:
         names = list(tensors)
         groups = [names[k::shards] for k in range(shards)]
-        weight_map, total = {}, 0
+        weight_map: dict[str, str] = {}
+        total = 0
         for k, group in enumerate(groups, start=1):
             file_name = f"model-{k:05d}-of-{shards:05d}.safetensors"
             write_safetensors(out_dir / file_name, {n: tensors[n] for n in group}, dtype)
-            weight_map |= {n: file_name for n in group}
+            weight_map |= dict.fromkeys(group, file_name)
             total += sum(tensors[n].size for n in group) * (4 if dtype == "float32" else 2)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
@@ -177,7 +188,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shards", type=int, default=1)
     args = parser.parse_args(argv)
     config = preset_config(args.preset, args.layers)
-    out = write_checkpoint(args.out_dir, config, dtype=args.dtype, seed=args.seed, prefix=args.prefix, shards=args.shards)
+    out = write_checkpoint(
+        args.out_dir, config, dtype=args.dtype, seed=args.seed, prefix=args.prefix, shards=args.shards
+    )
     print(f"wrote {out} ({args.preset}, {config.n_layer} layers, {args.dtype})")
 
 

@@ -75,9 +75,13 @@ def gpt2_tokenizer() -> Tokenizer:
     try:
         data = BPE_FILE.read_bytes()
     except OSError as error:
-        raise TokenizerError(f"{BPE_FILE}: cannot read the shipped GPT-2 BPE file ({error}); reinstall gpt2-engine") from None
+        raise TokenizerError(
+            f"{BPE_FILE}: cannot read the shipped GPT-2 BPE file ({error}); reinstall gpt2-engine"
+        ) from None
     if _sha256(data) != BPE_SHA256:
-        raise TokenizerError(f"{BPE_FILE}: SHA256 mismatch, the shipped GPT-2 BPE file is damaged; reinstall gpt2-engine")
+        raise TokenizerError(
+            f"{BPE_FILE}: SHA256 mismatch, the shipped GPT-2 BPE file is damaged; reinstall gpt2-engine"
+        )
     ranks = {}
     for line in data.splitlines():
         token, rank = line.split()
@@ -123,9 +127,13 @@ def tokenizer_from_hf_files(vocab_json: Path, merges_txt: Path) -> Tokenizer:
                 first, second = line.split(" ")
                 merged_ids.append(vocab[first + second])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, ValueError, AttributeError) as error:
-        raise TokenizerError(f"{vocab_json.parent}: cannot build a tokenizer from vocab.json + merges.txt ({error!r})") from None
+        raise TokenizerError(
+            f"{vocab_json.parent}: cannot build a tokenizer from vocab.json + merges.txt ({error!r})"
+        ) from None
     if any(a >= b for a, b in zip(merged_ids, merged_ids[1:])):
-        raise TokenizerError(f"{vocab_json}: token ids do not grow with the merge order of merges.txt, which tiktoken needs")
+        raise TokenizerError(
+            f"{vocab_json}: token ids do not grow with the merge order of merges.txt, which tiktoken needs"
+        )
     special = {END_OF_TEXT: vocab[END_OF_TEXT]} if END_OF_TEXT in vocab else {}
     return _make_tokenizer(f"hf:{vocab_json.parent}", ranks, special)
 

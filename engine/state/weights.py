@@ -67,7 +67,7 @@ class GPT2Weights:
 def parameter_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     """Checkpoint name -> shape of every parameter the model needs (lm_head.weight only if untied)."""
     C, I, V, P = config.n_embd, config.mlp_width, config.vocab_size, config.n_positions
-    shapes = {"wte.weight": (V, C), "wpe.weight": (P, C)}
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C), "wpe.weight": (P, C)}
     for i in range(config.n_layer):
         shapes |= {
             f"h.{i}.ln_1.weight": (C,),
