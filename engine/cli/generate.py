@@ -23,6 +23,28 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin, exactly as given, when omitted)")
     add_model_argument(p)
+    add_generation_arguments(p)
+    p.add_argument(
+        "--batch-size",
+        "-b",
+        type=int,
+        default=1,
+        help="samples of the prompt, generated as one batch (with --num-beams: best beams shown) (default: 1)",
+    )
+    p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print the text as it is generated (default: when stdout is a terminal; "
+        "not with --json, --batch-size > 1 or --num-beams > 1)",
+    )
+    p.add_argument("--json", action="store_true", help="print each result as one line of JSON")
+    add_threads_argument(p)
+    p.set_defaults(run=run)
+
+
+def add_generation_arguments(p, seed_help: str = "random seed: the same seed gives the same text") -> None:
+    """The flags of the generation options (`gpt2 generate`, `gpt2 batch generate`)."""
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
     p.add_argument(
         "--temperature",
@@ -45,7 +67,7 @@ def add_parser(subparsers) -> None:
         "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
     )
     p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
-    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    p.add_argument("--seed", type=int, default=None, help=seed_help)
     p.add_argument(
         "--stop",
         action="append",
@@ -58,13 +80,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
     p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
-    p.add_argument(
-        "--batch-size",
-        "-b",
-        type=int,
-        default=1,
-        help="samples of the prompt, generated as one batch (with --num-beams: best beams shown) (default: 1)",
-    )
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beams)")
     p.add_argument(
         "--length-penalty", type=float, default=1.0, help="beam score = log-probability / length ** this (default: 1)"
@@ -75,16 +90,6 @@ def add_parser(subparsers) -> None:
         default="false",
         help="when beam search stops, as Hugging Face's early_stopping (default: false)",
     )
-    p.add_argument(
-        "--stream",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="print the text as it is generated (default: when stdout is a terminal; "
-        "not with --json, --batch-size > 1 or --num-beams > 1)",
-    )
-    p.add_argument("--json", action="store_true", help="print each result as one line of JSON")
-    add_threads_argument(p)
-    p.set_defaults(run=run)
 
 
 def read_prompt(args) -> str:
@@ -116,7 +121,7 @@ def generation_options(args) -> dict:
         "stop_token_ids": tuple(args.stop_id),
         "stop_at_eos": not args.ignore_eos,
         "bos": args.bos,
-        "num_return_sequences": args.batch_size,
+        "num_return_sequences": getattr(args, "batch_size", 1),
         "num_beams": args.num_beams,
         "length_penalty": args.length_penalty,
         "early_stopping": {"true": True, "false": False, "never": "never"}[args.early_stopping],

@@ -1,0 +1,114 @@
+"""Running rows on a Ray cluster through Ray Data (the `ray` extra: pip install -e ".[ray]").
+
+    rows (one JSON text each) -> ray.data.from_items -> map_batches(RowsWorker, an actor pool of
+    `workers` actors, `threads` CPUs each) -> iter_batches on the driver, in the input's order
+
+`RowsWorker` is the callable class of Ray Data's batch inference pattern: each actor loads the model
+once, in its constructor, then runs the batches it is given through `run_rows`, the step the local
+workers run. Ray is imported here only, and only when a job asks for it: the engine itself never
+imports Ray.
+
+Where Ray runs: `address` None connects to RAY_ADDRESS if it is set, else starts a Ray instance on
+this machine for the job (stopped at its end); an address ("HOST:PORT", "ray://HOST:10001") joins
+that cluster. A Ray already initialised in this process (ray.init by the caller) is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..base.errors import GPT2Error
+from .rows import Row
+from .tasks import Done, Job, decode_row, encode_row, load_model, run_rows
+
+ENGINE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the `engine` package
+
+
+class RowsWorker:
+    """A Ray Data actor: the model loaded once per actor, then batches of rows in, lines out."""
+
+    def __init__(self, source: str, threads: int, job: Job):
+        self.model = load_model(source, threads)
+        self.job = job
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [decode_row(text) for text in batch["row"].tolist()]
+        done = run_rows(self.model, self.job, rows)
+        return {
+            "index": np.array([d.index for d in done], dtype=np.int64),
+            "line": np.array([d.line for d in done], dtype=object),
+            "tokens": np.array([d.tokens for d in done], dtype=np.int64),
+            "error": np.array([d.error or "" for d in done], dtype=object),
+        }
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise GPT2Error('Ray is not installed: pip install "gpt2-engine[ray]" (or pip install "ray[data]")') from None
+    return ray
+
+
+def connect(ray, address: str | None) -> bool:
+    """Initialise Ray for the job; whether this call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    options: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        # A Ray started here: its workers import this same engine, wherever it was imported from.
+        path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        options |= {"include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    try:
+        ray.init(address=address or None, **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+        raise GPT2Error(f"cannot start or reach Ray at {where}: {str(error).strip().splitlines()[0]}") from None
+    return True
+
+
+def cluster_cpus(ray) -> float:
+    return float(ray.cluster_resources().get("CPU", 0))
+
+
+def ray_results(
+    rows: list[Row], job: Job, *, source: str, workers: int, threads: int, size: int, address: str | None
+) -> Iterator[list[Done]]:
+    """The outputs of the rows, `size` rows per batch, in the rows' order."""
+    ray = import_ray()
+    started = connect(ray, address)
+    try:
+        cpus = cluster_cpus(ray)
+        if cpus < workers * threads:
+            print(
+                f"gpt2: warning: the Ray cluster has {cpus:g} CPUs; {workers} workers x {threads} threads need "
+                f"{workers * threads} (the job waits for them)",
+                file=sys.stderr,
+            )
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # rows come back in the order they went in
+        context.enable_progress_bars = False  # the job has its own
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        items = [{"index": row.index, "row": encode_row(row)} for row in rows]
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // size)))
+        dataset = dataset.map_batches(
+            RowsWorker,
+            fn_constructor_kwargs={"source": source, "threads": threads, "job": job},
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            batch_size=size,
+            batch_format="numpy",
+            num_cpus=threads,
+        )
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            columns = zip(batch["index"], batch["line"], batch["tokens"], batch["error"])
+            yield [Done(int(i), str(line), int(tokens), str(error) or None) for i, line, tokens, error in columns]
+    finally:
+        if started:
+            ray.shutdown()
