@@ -16,89 +16,37 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared_path
+from batch_helpers import (
+    ENV,
+    GENERATE_FLAGS,
+    PROMPTS,
+    gpt2_batch,
+    one_thread,  # noqa: F401 (an autouse fixture)
+    prompt_rows,
+    read_lines,
+    strict_json,
+    tempest_rows,
+    write_rows,
+)
+from conftest import REPO
 from test_cli import assert_user_error
 
-from engine import batch, get_threads, set_threads
+from engine import batch
 from engine.batch.rows import json_line, row_seed
 from engine.generation import GenerationOptions
-
-ENV = {"HF_HUB_OFFLINE": "1", "GPT2_ENGINE_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-def gpt2_batch(*args):
-    """`gpt2 batch ...` in a fresh process, as a user runs it (stdin, stdout and stderr not terminals)."""
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "batch", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=os.environ | ENV,
-        timeout=600,
-    )
-
-
-def write_rows(path, rows) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def strict_json(line: str) -> dict:
-    """A line parsed as JSON proper: NaN, Infinity and -Infinity are refused."""
-
-    def refuse(name):
-        raise AssertionError(f"{name} in an output line")
-
-    return json.loads(line, parse_constant=refuse)
-
-
-def read_lines(path) -> list[dict]:
-    data = path.read_bytes()
-    assert data.endswith(b"\n")
-    return [strict_json(line) for line in data.decode("utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
 def score_rows():
-    """The first 30 paragraphs of the held-out Tempest, ids alternating strings and numbers."""
-    text = shared_path("corpora/heldout_tempest.txt").read_text(encoding="utf-8")
-    paragraphs = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 20][:30]
-    rows = [{"id": f"p{i}" if i % 2 else i, "text": p} for i, p in enumerate(paragraphs)]
-    rows[3]["stride"] = 16  # per-row options
-    rows[4] |= {"context": 64, "bos": True}
-    rows[5]["logprobs"] = False
-    return rows
-
-
-PROMPTS = ["ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:", "O, ", "MIRANDA:\nWhat", "The ", "PROSPERO:"]
+    return tempest_rows()
 
 
 @pytest.fixture(scope="module")
 def generate_rows():
-    rows = [{"id": f"g{i}", "prompt": PROMPTS[i % len(PROMPTS)]} for i in range(20)]
-    rows[1] |= {"temperature": 0}
-    rows[2] |= {"top_k": 5, "max_new_tokens": 12}
-    rows[3] |= {"stop": ["\n"], "top_p": 0.9}
-    rows[4] |= {"seed": 7}
-    rows[5] |= {"num_beams": 2, "temperature": 0, "max_new_tokens": 8}
-    rows[6] |= {"repetition_penalty": 1.3, "stop_token_ids": [198]}
-    rows[7]["prompt"] = [464, 3290, 286]  # token ids
-    rows[8] |= {"id": 12}  # a number
-    return rows
+    return prompt_rows()
 
 
-GENERATE_FLAGS = ("--max-new-tokens", 20, "--temperature", 0.9)
-
-
-@pytest.fixture
-def one_thread():
-    """This process computes with 1 thread, as every batch worker does by default."""
-    before = get_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
-
-
-def test_scores_equal_model_score(tiny_model, score_rows, tmp_path, one_thread):
+def test_scores_equal_model_score(tiny_model, score_rows, tmp_path):
     write_rows(tmp_path / "in.jsonl", score_rows)
     summary = batch.score(
         tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=tiny_model, context=128, stride=64, logprobs=True
@@ -154,7 +102,7 @@ def test_one_worker_and_two_workers_write_the_same_bytes(
     assert len(lines[2]["token_ids"]) <= 12
 
 
-def test_sampling_follows_the_row_id_not_its_position(tiny_model, tmp_path, one_thread):
+def test_sampling_follows_the_row_id_not_its_position(tiny_model, tmp_path):
     rows = [{"id": i, "prompt": "ROMEO:"} for i in ("a", "b", 1, "1", 1.0)]
     write_rows(tmp_path / "in.jsonl", rows)
     write_rows(tmp_path / "shuffled.jsonl", [{"id": "x", "prompt": "ROMEO:"}, *rows[::-1]])
@@ -226,7 +174,7 @@ def test_bad_rows_get_an_error_line_and_the_job_goes_on(tiny_model_dir, tmp_path
     assert (tmp_path / "out0.jsonl").read_bytes() == (tmp_path / "out2.jsonl").read_bytes()
 
 
-def test_resume_after_a_crash_leaves_no_duplicate_and_no_gap(tiny_model, tiny_model_dir, tmp_path, one_thread):
+def test_resume_after_a_crash_leaves_no_duplicate_and_no_gap(tiny_model, tiny_model_dir, tmp_path):
     rows = [{"id": i, "prompt": PROMPTS[i % len(PROMPTS)]} for i in range(40)]
     write_rows(tmp_path / "in.jsonl", rows)
     options = {"max_new_tokens": 80, "stop_at_eos": False, "temperature": 1.0}
@@ -294,7 +242,7 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has ended (its parent has not collected it yet)
 
 
-def test_limit_then_the_rest(tiny_model, score_rows, tmp_path, one_thread):
+def test_limit_then_the_rest(tiny_model, score_rows, tmp_path):
     write_rows(tmp_path / "in.jsonl", score_rows)
     first = batch.score(tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=tiny_model, limit=7)
     assert (first.rows, first.written) == (7, 7)

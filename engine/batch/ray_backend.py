@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import GPT2Error
+from ..base.threads import get_threads, set_threads
 from .rows import Row
 from .tasks import Done, Job, decode_row, encode_row, load_model, run_rows
 
@@ -35,9 +36,14 @@ class RowsWorker:
 
     def __init__(self, source: str, threads: int, job: Job):
         self.model = load_model(source, threads)
-        self.job = job
+        self.job, self.threads = job, threads
 
     def __call__(self, batch: dict) -> dict:
+        # Ray Data calls this on another thread than the constructor's, and Numba's thread count
+        # belongs to the calling thread: unset there, the kernels would take every core (and give
+        # other last bits than the job's `threads`).
+        if get_threads() != self.threads:
+            set_threads(self.threads)
         rows = [decode_row(text) for text in batch["row"].tolist()]
         done = run_rows(self.model, self.job, rows)
         return {
@@ -96,6 +102,7 @@ def ray_results(
         context.execution_options.preserve_order = True  # rows come back in the order they went in
         context.enable_progress_bars = False  # the job has its own
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
         items = [{"index": row.index, "row": encode_row(row)} for row in rows]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // size)))
         dataset = dataset.map_batches(
