@@ -80,3 +80,15 @@ def prompt_rows() -> list[dict]:
     rows[7]["prompt"] = [464, 3290, 286]  # token ids
     rows[8] |= {"id": 12}  # a number
     return rows
+
+
+def broken_model(model_dir, folder):
+    """A copy of a model whose config and tokenizer read fine (the driver checks rows with them) but
+    whose weights are cut short: only a worker, loading the weights, finds out."""
+    import shutil
+
+    folder.mkdir()
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copy(model_dir / name, folder / name)
+    (folder / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes()[:100_000])
+    return folder

@@ -20,6 +20,7 @@ from batch_helpers import (
     ENV,
     GENERATE_FLAGS,
     PROMPTS,
+    broken_model,
     gpt2_batch,
     one_thread,  # noqa: F401 (an autouse fixture)
     prompt_rows,
@@ -297,6 +298,14 @@ def test_usage_errors_exit_2_and_leave_the_output_untouched(tiny_model_dir, tmp_
     assert junk.read_text() == 'not json\n{"id":0}\n'
 
 
+def test_a_model_the_workers_cannot_load_is_a_usage_error(tiny_model_dir, tmp_path):
+    write_rows(tmp_path / "in.jsonl", [{"id": i, "text": "To be, or not to be"} for i in range(8)])
+    broken = broken_model(tiny_model_dir, tmp_path / "broken")
+    result = gpt2_batch("score", tmp_path / "in.jsonl", tmp_path / "out.jsonl", "--model", broken, "--workers", 2)
+    assert_user_error(result, "model.safetensors")
+    assert (tmp_path / "out.jsonl").read_bytes() == b""  # created empty, nothing written: a rerun starts afresh
+
+
 def test_output_lines_are_always_json():
     assert json_line({"id": 1, "x": float("nan"), "y": [1.5, float("-inf")]}) == '{"id":1,"x":null,"y":[1.5,null]}'
     assert json_line({"id": "é"}) == '{"id":"é"}'
@@ -351,3 +360,36 @@ def test_row_seeds_are_64_bit_and_distinct():
     seeds = {row_seed(0, i) for i in range(1000)} | {row_seed(0, str(i)) for i in range(1000)}
     assert len(seeds) == 2000 and max(seeds) < 2**64
     assert GenerationOptions(seed=max(seeds)).checked().seed == max(seeds)  # a seed the engine takes
+
+
+def docs_page() -> str:
+    return (REPO / "docs" / "batch.md").read_text()
+
+
+def test_the_docs_examples_run(tiny_model_dir, tmp_path, monkeypatch):
+    """docs/batch.md: the first bash block (Ray included) and the Python example, in a scratch folder."""
+    shared = str(tiny_model_dir.parent.parent)
+    commands = re.findall(r"```bash\n(.+?)\n```", docs_page(), flags=re.S)[0]
+    for line in commands.splitlines():
+        line = line.replace("../shared", shared).replace("gpt2 batch", f"{sys.executable} -m engine batch")
+        env = os.environ | ENV
+        env.pop("RAY_ADDRESS", None)
+        result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert result.returncode == 0, (line, result.stderr)
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 2
+    python = re.findall(r"```python\n(.+?)\n```", docs_page(), flags=re.S)
+    assert len(python) == 1
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python[0].replace("../shared", shared), "docs/batch.md", "exec"), {})
+
+
+def test_the_docs_list_every_flag():
+    from engine.cli import build_parser
+
+    table = docs_page().split("\n## The flags", 1)[1]
+    kinds = build_parser()._subparsers._group_actions[0].choices["batch"]._subparsers._group_actions[0].choices
+    for kind in ("generate", "score"):
+        for action in kinds[kind]._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in table, (kind, flag)

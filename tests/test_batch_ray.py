@@ -12,6 +12,7 @@ import pytest
 from batch_helpers import (
     ENV,
     GENERATE_FLAGS,
+    broken_model,
     one_thread,  # noqa: F401 (an autouse fixture)
     prompt_rows,
     read_lines,
@@ -20,7 +21,7 @@ from batch_helpers import (
 )
 from conftest import REPO
 
-from engine import batch
+from engine import GPT2Error, batch
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,10 @@ def test_ray_address_from_the_environment_resumes_a_local_job(ray_address, tiny_
     summary = json.loads(result.stdout)
     assert (summary["done_before"], summary["written"]) == (11, len(score_rows) - 11)
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+
+
+def test_a_model_the_actors_cannot_load_is_a_usage_error(ray_address, tiny_model_dir, tmp_path):
+    write_rows(tmp_path / "in.jsonl", [{"id": i, "text": "To be, or not to be"} for i in range(4)])
+    broken = broken_model(tiny_model_dir, tmp_path / "broken")
+    with pytest.raises(GPT2Error, match="a Ray worker failed: .*model.safetensors"):
+        batch.score(tmp_path / "in.jsonl", tmp_path / "out.jsonl", model=broken, ray=True, workers=2)

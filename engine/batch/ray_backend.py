@@ -8,15 +8,16 @@ once, in its constructor, then runs the batches it is given through `run_rows`, 
 workers run. Ray is imported here only, and only when a job asks for it: the engine itself never
 imports Ray.
 
-Where Ray runs: `address` None connects to RAY_ADDRESS if it is set, else starts a Ray instance on
-this machine for the job (stopped at its end); an address ("HOST:PORT", "ray://HOST:10001") joins
-that cluster. A Ray already initialised in this process (ray.init by the caller) is used as it is.
+Where Ray runs: `address` None connects to RAY_ADDRESS if it is set, else starts a new Ray instance
+on this machine for the job (stopped at its end; never one that happens to be running); an address
+("HOST:PORT", "ray://HOST:10001") joins that cluster. A Ray already initialised in this process (ray.init by the caller) is used as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import site
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,12 @@ class RowsWorker:
     """A Ray Data actor: the model loaded once per actor, then batches of rows in, lines out."""
 
     def __init__(self, source: str, threads: int, job: Job):
-        self.model = load_model(source, threads)
         self.job, self.threads = job, threads
+        self.failure = ""
+        try:
+            self.model = load_model(source, threads)
+        except GPT2Error as error:  # told to the driver by the first call, in its `failure` column: Ray
+            self.failure = str(error)  # passes a failed constructor or call on as a traceback's text
 
     def __call__(self, batch: dict) -> dict:
         # Ray Data calls this on another thread than the constructor's, and Numba's thread count
@@ -44,13 +49,17 @@ class RowsWorker:
         # other last bits than the job's `threads`).
         if get_threads() != self.threads:
             set_threads(self.threads)
-        rows = [decode_row(text) for text in batch["row"].tolist()]
-        done = run_rows(self.model, self.job, rows)
+        if self.failure:  # one row saying so
+            done, failure = [Done(-1, "")], [self.failure]
+        else:
+            done = run_rows(self.model, self.job, [decode_row(text) for text in batch["row"].tolist()])
+            failure = [""] * len(done)
         return {
             "index": np.array([d.index for d in done], dtype=np.int64),
             "line": np.array([d.line for d in done], dtype=object),
             "tokens": np.array([d.tokens for d in done], dtype=np.int64),
             "error": np.array([d.error or "" for d in done], dtype=object),
+            "failure": np.array(failure, dtype=object),
         }
 
 
@@ -69,9 +78,13 @@ def connect(ray, address: str | None) -> bool:
         return False
     options: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
     if not address and not os.environ.get("RAY_ADDRESS"):
-        # A Ray started here: its workers import this same engine, wherever it was imported from.
-        path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH")) if p)
-        options |= {"include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+        # "local": a new Ray for this job, never one found running on the machine (Ray's default for
+        # no address). Its workers import this same engine, wherever it was imported from.
+        address = "local"
+        options["include_dashboard"] = False
+        if ENGINE_ROOT not in (*site.getsitepackages(), site.getusersitepackages()):  # a source checkout
+            path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH")) if p)
+            options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
     try:
         ray.init(address=address or None, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -108,12 +121,14 @@ def ray_results(
         dataset = dataset.map_batches(
             RowsWorker,
             fn_constructor_kwargs={"source": source, "threads": threads, "job": job},
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items) // size + (len(items) % size > 0))),
             batch_size=size,
             batch_format="numpy",
             num_cpus=threads,
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            if batch["failure"][0]:  # the actor could not load the model
+                raise GPT2Error(f"a Ray worker failed: {batch['failure'][0]}")
             columns = zip(batch["index"], batch["line"], batch["tokens"], batch["error"])
             yield [Done(int(i), str(line), int(tokens), str(error) or None) for i, line, tokens, error in columns]
     finally:

@@ -142,5 +142,5 @@ def report(s: BatchSummary, as_json: bool) -> None:
             f"{s.tokens:,} tokens in {s.seconds:.1f} s{rate}"
         )
     if s.failed:
-        where = "would fail" if s.dry_run else f'failed (their lines in {s.output} have an "error" field)'
+        where = "have an error" if s.dry_run else f'failed (their lines in {s.output} have an "error" field)'
         print(f"gpt2: {s.failed} of {s.rows} rows {where}; first: {s.first_error}", file=sys.stderr)
