@@ -10,7 +10,8 @@ imports Ray.
 
 Where Ray runs: `address` None connects to RAY_ADDRESS if it is set, else starts a new Ray instance
 on this machine for the job (stopped at its end; never one that happens to be running); an address
-("HOST:PORT", "ray://HOST:10001") joins that cluster. A Ray already initialised in this process (ray.init by the caller) is used as it is.
+("HOST:PORT", "ray://HOST:10001") joins that cluster. A Ray already initialised in this process
+(ray.init by the caller) is used as it is.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class RowsWorker:
         # other last bits than the job's `threads`).
         if get_threads() != self.threads:
             set_threads(self.threads)
-        if self.failure:  # one row saying so
+        if self.failure:
+            # Ray Data wants columns of equal lengths; a failed actor answers with one placeholder row
+            # instead of the batch's rows: index -1, no line, and the reason in its `failure` column.
             done, failure = [Done(-1, "")], [self.failure]
         else:
             done = run_rows(self.model, self.job, [decode_row(text) for text in batch["row"].tolist()])
@@ -117,18 +120,20 @@ def ray_results(
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
         items = [{"index": row.index, "row": encode_row(row)} for row in rows]
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // size)))
+        blocks = max(1, -(-len(items) // size))  # one block per batch of `size` rows
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)
         dataset = dataset.map_batches(
             RowsWorker,
             fn_constructor_kwargs={"source": source, "threads": threads, "job": job},
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items) // size + (len(items) % size > 0))),
+            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),  # no actor without a batch
             batch_size=size,
             batch_format="numpy",
             num_cpus=threads,
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            if batch["failure"][0]:  # the actor could not load the model
-                raise GPT2Error(f"a Ray worker failed: {batch['failure'][0]}")
+            failures = [str(reason) for reason in batch["failure"] if reason]  # (a batch may join blocks)
+            if failures:  # an actor could not load the model
+                raise GPT2Error(f"a Ray worker failed: {failures[0]}")
             columns = zip(batch["index"], batch["line"], batch["tokens"], batch["error"])
             yield [Done(int(i), str(line), int(tokens), str(error) or None) for i, line, tokens, error in columns]
     finally:
