@@ -521,6 +521,15 @@ def test_cli_refuses_bad_options_before_loading_the_model(tmp_path, args, messag
     assert_user_error(gpt2("explain", "ROMEO:", "--model", tmp_path / "no-model", *args), message)
 
 
+def test_cli_refuses_a_negative_seed_at_once(tiny_model_dir, tmp_path):
+    """With a model that loads: a negative --seed used to run generation, saliency, the lens and the
+    factors, then end in a traceback from the factorisation; it now fails first, writing nothing."""
+    out = tmp_path / "r.npz"
+    result = gpt2("explain", "ROMEO:", "--model", tiny_model_dir, "-n", "2", "--seed", "-1", "--output", out)
+    assert_user_error(result, "--seed must be an integer >= 0, got -1")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_refuses_invalid_utf8_and_writes_neither_file(tiny_model_dir, tmp_path):
     """Issue 17, point 7: a prompt of invalid UTF-8 (which generate refuses) used to be accepted, the
     .npz written, and then the HTML write failed. Now it is refused first, and nothing is written."""

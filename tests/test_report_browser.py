@@ -591,7 +591,9 @@ def test_the_page_redraws_when_the_scheme_changes(browser, report_path, tiny_exp
     opened = Page(browser, report_path.as_uri(), scheme="light")
     page = opened.page
     page.locator("#saliency-tokens [data-generated='5']").click()
+    assert page.evaluate("document.documentElement.dataset.scheme") == "light"
     page.emulate_media(color_scheme="dark")
+    page.wait_for_function("document.documentElement.dataset.scheme === 'dark'")  # redrawn
     check_saliency_shading(page, tiny_explanation, "grad_x_input", 5, scheme="dark")
     cells = page.evaluate(
         "[...document.querySelectorAll('#lens-scroll td[data-r]')].map(td => getComputedStyle(td).backgroundColor)"
@@ -734,7 +736,7 @@ def test_several_inputs_share_the_factor_colours(browser, tiny_model, tmp_path):
         np.testing.assert_allclose(
             [v for _, v in mine], a[dominant, np.arange(a.shape[1])] / peaks[dominant], atol=2e-3
         )
-    assert "fitted over all 2 inputs" in page.locator("#factor-note").text_content()
+    assert "fitted over the 2 inputs" in page.locator("#factor-note").text_content()
     page.select_option("#input-picker", "1")
     texts = page.evaluate("() => [...document.querySelectorAll('#saliency-tokens .tok')].map(n => n.textContent)")
     assert texts == [shown_text(results[1], i) for i in range(len(results[1].tokens))]

@@ -409,7 +409,11 @@ def load_results(path) -> list[Explanation]:
     if version not in (1, FORMAT_VERSION):
         raise InputError(
             f"{path}: explain format version {version}, this engine reads versions 1 and {FORMAT_VERSION}"
-            + (": it was written by a newer gpt2-engine" if isinstance(version, int) and version > FORMAT_VERSION else "")
+            + (
+                ": it was written by a newer gpt2-engine"
+                if isinstance(version, int) and version > FORMAT_VERSION
+                else ""
+            )
         )
     try:
         if version == 1:

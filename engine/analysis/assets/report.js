@@ -239,7 +239,6 @@
     const x = 100 * p;
     if (x >= 9.5) return x.toFixed(0) + "%";
     if (x >= 0.95) return x.toFixed(1) + "%";
-    if (x >= 0.0095) return x.toFixed(2) + "%";
     if (x >= 0.0001) return x.toPrecision(2) + "%";
     return x > 0 ? "<0.0001%" : "0%";
   }
@@ -592,7 +591,7 @@
       const F = acts.length;
       if (factor >= F) factor = -1;
       note.textContent = F + (F === 1 ? " factor of " : " factors of ") + (s.layers.length * D.config.mlp_width) +
-        " neurons" + (INPUTS.length > 1 ? ", fitted over all " + INPUTS.length + " inputs" : "") +
+        " neurons" + (INPUTS.length > 1 ? ", fitted over the " + INPUTS.length + " inputs" : "") +
         "; reconstruction error " + (100 * s.error).toFixed(0) + "%";
       const rows = [radioRow(-1, el("span", { class: "swatch", style: "background: conic-gradient(" +
         acts.map((_, f) => rgba(factorColour(f), 1) + " " + (100 * f / F) + "% " + (100 * (f + 1) / F) + "%").join(", ") + ")" }),
@@ -969,7 +968,11 @@
   // The scheme can change while the page is open (a system switching to dark at dusk): redraw.
   if (window.matchMedia) {
     const scheme = window.matchMedia("(prefers-color-scheme: dark)");
-    const redraw = () => views.forEach((view) => view.render());
+    const redraw = () => {
+      views.forEach((view) => view.render());
+      document.documentElement.dataset.scheme = scheme.matches ? "dark" : "light";  // drawn for this scheme
+    };
+    document.documentElement.dataset.scheme = scheme.matches ? "dark" : "light";
     if (scheme.addEventListener) scheme.addEventListener("change", redraw);
   }
 
