@@ -91,12 +91,16 @@ def add_attention_arguments(p, verb: str) -> None:
     """--attention, --attention-layers, --attention-heads: which attention to keep (explain) or
     to put on the page (report)."""
     choices = ATTENTION_CHOICES if verb == "keep" else ("auto", *ATTENTION_CHOICES)
+    default = (
+        "default: every head in the result; the page then carries them while it stays small, else each layer's mean"
+        if verb == "keep"
+        else "default: auto, every head while the page stays small, else each layer's mean, else none"
+    )
     p.add_argument(
         "--attention",
         choices=choices,
         default=None,
-        help=f"attention to {verb}: every head, each layer's mean over its heads, or none (default: all in "
-        "the result; on the page, all while it stays small (auto), else the means)",
+        help=f"attention to {verb}: every head, each layer's mean over its heads, or none ({default})",
     )
     p.add_argument(
         "--attention-layers", type=integer_list, metavar="L,L,...", help=f"{verb} the attention of these layers only"
