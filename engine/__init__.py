@@ -11,7 +11,7 @@ tokenizer, KV cache), engine.model (the forward pass) and engine.capture, the ta
 (engine.cli). Imports point down only (tests/test_layers.py).
 """
 
-from .analysis.explain import Explanation
+from .analysis.explain import Explanation, Explanations
 from .base.config import GPT2Config
 from .base.errors import CheckpointError, ConfigError, GPT2Error, InputError, ModelNotFoundError, TokenizerError
 from .base.threads import get_threads, set_threads
@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "Explanation",
+    "Explanations",
     "GPT2Config",
     "GPT2Error",
     "GenerationResult",

@@ -20,7 +20,7 @@ import numpy as np
 import kernels
 
 from .analysis.backward import input_gradients
-from .analysis.explain import Explanation, explain
+from .analysis.explain import Explanation, Explanations, explain
 from .analysis.factors import NeuronFactors, neuron_factors
 from .analysis.lens import LogitLens, logit_lens
 from .analysis.saliency import saliency
@@ -166,10 +166,13 @@ class GPT2:
         by the NumPy backward pass of `engine.analysis.backward`."""
         return input_gradients(self, ids, target_id, position=position, of=of)
 
-    def saliency(self, ids, target_id, position=-1, method="grad_x_input", of="logprob", steps=50) -> np.ndarray:
+    def saliency(
+        self, ids, target_id, position=-1, method="grad_x_input", of="logprob", steps=50, foil_id=None
+    ) -> np.ndarray:
         """float32 [T] scores of the input tokens, summing to 1; methods gradient, grad_x_input,
-        integrated_gradients, erasure. See `engine.analysis.saliency` (and `attribute` for the details)."""
-        return saliency(self, ids, target_id, position=position, method=method, of=of, steps=steps)
+        integrated_gradients, erasure; foil_id: why target_id rather than foil_id (contrastive).
+        See `engine.analysis.saliency` (and `attribute`, `attribute_contrast` for the details)."""
+        return saliency(self, ids, target_id, position=position, method=method, of=of, steps=steps, foil_id=foil_id)
 
     def logit_lens(self, ids, top_k=5, targets=None) -> LogitLens:
         """Per layer and position: top-k next tokens and the rank of a target. See `engine.analysis.lens`."""
@@ -179,7 +182,8 @@ class GPT2:
         """NMF of the MLP activations over the tokens of ids. See `engine.analysis.factors`."""
         return neuron_factors(self, ids, layers=layers, factors=factors, seed=seed, iterations=iterations)
 
-    def explain(self, prompt, max_new_tokens=20, **options) -> Explanation:
-        """Generate, then gather saliency, logit lens, attention and neuron factors into one
-        `Explanation` (save/load as one .npz file). See `engine.analysis.explain`."""
+    def explain(self, prompt, max_new_tokens=None, **options) -> Explanation | Explanations:
+        """Generate (20 tokens by default; or take continuation=), then gather saliency, logit lens,
+        attention and neuron factors into one `Explanation` (save/load as one .npz file); a list of
+        prompts gives `Explanations`. See `engine.analysis.explain`."""
         return explain(self, prompt, max_new_tokens=max_new_tokens, **options)

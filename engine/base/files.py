@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,57 @@ def write_atomically(path, write) -> Path:
         os.unlink(temporary)
         raise
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Several files at once: all of them, or none (gpt2 explain --output R.npz --html R.html)
+
+
+def write_together(writes) -> list[Path]:
+    """Write several files (a list of (path, write) pairs, as `write_atomically` takes them): all
+    of them or, on any failure, none. Each file is written by `write_atomically`, nested so that
+    every temporary file is complete before the first rename; a destination that already exists
+    is kept as a hard link until all are in place, and put back if a later step fails. (Where the
+    file system has no hard links, an existing destination renamed before a failure keeps its new,
+    complete content.) Returns the paths."""
+    paths = [Path(path) for path, _ in writes]
+    if len({os.path.abspath(p) for p in paths}) != len(paths):
+        raise InputError(f"the outputs must be different files, got {', '.join(map(str, paths))}")
+    for path in paths:
+        check_destination(path)
+    backups: dict[Path, Path] = {}
+    existed = {path for path in paths if path.is_file()}
+    done: list[Path] = []
+
+    def nested(rest) -> None:
+        if not rest:
+            return
+        (path, write), later = rest[0], rest[1:]
+
+        def write_then_the_rest(out):
+            write(out)
+            nested(later)  # the later files are complete and in place before this one is renamed
+
+        write_atomically(path, write_then_the_rest)
+        done.append(Path(path))
+
+    try:
+        for path in existed:
+            backup = path.parent / f".{path.name}.{secrets.token_hex(6)}.old"
+            try:
+                os.link(path, backup)
+                backups[path] = backup
+            except OSError:  # no hard links here: no way back for this one
+                pass
+        nested(list(writes))
+    except BaseException:
+        for path in done:
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            elif path not in existed:
+                os.unlink(path)
+        raise
+    finally:
+        for backup in backups.values():
+            backup.unlink(missing_ok=True)
+    return paths

@@ -24,40 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin, exactly as given, when omitted)")
     add_model_argument(p)
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
-    p.add_argument(
-        "--temperature",
-        "-t",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 for greedy (default: 1.0; 0 with --num-beams)",
-    )
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
-    p.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)",
-    )
-    p.add_argument(
-        "--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)"
-    )
-    p.add_argument(
-        "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
-    )
-    p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
-    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="stop before this text (repeatable; the text is cut before it)",
-    )
-    p.add_argument(
-        "--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)"
-    )
-    p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
-    p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
+    add_sampling_arguments(p, temperature_default="1.0; 0 with --num-beams")
     p.add_argument(
         "--batch-size",
         "-b",
@@ -87,6 +54,62 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def add_sampling_arguments(p, temperature_default: str) -> None:
+    """The flags that choose how one sequence is sampled, shared with `gpt2 explain` (which
+    samples the way generate does): temperature, top-k, top-p, penalties, seed, stops, BOS."""
+    p.add_argument(
+        "--temperature",
+        "-t",
+        type=float,
+        default=None,
+        help=f"sampling temperature, 0 for greedy (default: {temperature_default})",
+    )
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)",
+    )
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)"
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
+    )
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before this text (repeatable; the text is cut before it)",
+    )
+    p.add_argument(
+        "--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)"
+    )
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
+    p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
+
+
+def sampling_options(args, default_temperature: float) -> dict:
+    """The generation options of the flags `add_sampling_arguments` adds."""
+    return {
+        "top_k": args.top_k,
+        "temperature": args.temperature if args.temperature is not None else default_temperature,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "min_new_tokens": args.min_new_tokens,
+        "seed": args.seed,
+        "stop": tuple(args.stop),
+        "stop_token_ids": tuple(args.stop_id),
+        "stop_at_eos": not args.ignore_eos,
+        "bos": args.bos,
+    }
+
+
 def read_prompt(args) -> str:
     if args.prompt is not None:
         return argument_text(args.prompt, "PROMPT")
@@ -102,20 +125,10 @@ def read_prompt(args) -> str:
 
 
 def generation_options(args) -> dict:
+    # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
     return {
         "max_new_tokens": args.max_new_tokens,
-        "top_k": args.top_k,
-        # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
-        "temperature": args.temperature if args.temperature is not None else (1.0 if args.num_beams == 1 else 0.0),
-        "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty,
-        "no_repeat_ngram_size": args.no_repeat_ngram_size,
-        "min_new_tokens": args.min_new_tokens,
-        "seed": args.seed,
-        "stop": tuple(args.stop),
-        "stop_token_ids": tuple(args.stop_id),
-        "stop_at_eos": not args.ignore_eos,
-        "bos": args.bos,
+        **sampling_options(args, 1.0 if args.num_beams == 1 else 0.0),
         "num_return_sequences": args.batch_size,
         "num_beams": args.num_beams,
         "length_penalty": args.length_penalty,
