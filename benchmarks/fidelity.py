@@ -55,7 +55,9 @@ def compare_window(totals: dict, reference: dict, w: int, window: np.ndarray, lo
     "write": bool, "windows": count}: the reference side writes its log-probabilities to the file,
     every other side reads them."""
     T = window.shape[0]
-    lp = log_softmax(logits[: T - 1])  # [T-1, V]
+    # Log-probabilities in float64, rounded to float32 as the reference's are stored: a side with
+    # the reference's logits then has a KL of exactly 0, not float32's rounding noise (~1e-10).
+    lp = log_softmax(logits[: T - 1]).astype(np.float32).astype(np.float64)  # [T-1, V]
     targets = window[1:]
     totals["nll"] -= float(lp[np.arange(T - 1), targets].sum())
     totals["scored"] += T - 1
@@ -69,7 +71,7 @@ def compare_window(totals: dict, reference: dict, w: int, window: np.ndarray, lo
     if reference["write"]:
         ref[w] = lp
         ref.flush()
-    ref_lp = ref[w].astype(np.float64)  # the stored float32 values (the writer compares with what the others read)
+    ref_lp = ref[w].astype(np.float64)
     kl = (np.exp(ref_lp) * (ref_lp - lp)).sum(axis=-1)  # [T-1]
     totals["kl"] += float(kl.sum())
     totals["top1"] += int((ref_lp.argmax(axis=-1) == lp.argmax(axis=-1)).sum())

@@ -161,7 +161,7 @@ class LlamaCppSide:
         """See benchmarks/fidelity.py: every position's logits of each window, then greedy
         continuations of the prompts, on the model at `model_path` (a GGUF), freed afterwards."""
         model, n_vocab = self._load_model(model_path)
-        saved = self.n_vocab
+        saved = getattr(self, "n_vocab", None)  # the benchmark model's, if one is loaded
         self.n_vocab = n_vocab
         contexts = {}
         try:

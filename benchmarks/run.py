@@ -53,8 +53,22 @@ TARGETS = {"decode_ratio": 2.0, "decode_bandwidth": 0.85, "prefill_ratio": 1.5, 
 # other side's greedy tokens and fidelity are held to. The 16-bit and int8 weights of issue 12 add
 # "bfloat16", "float16" and "int8" here (and their bytes in roofline.BYTES_PER_WEIGHT).
 ENGINE_PRECISIONS = ("float32",)
-SHAKESPEARE = REPO.parent / "shared" / "models" / "shakespeare-gpt2-tiny"
-TEMPEST = REPO.parent / "shared" / "corpora" / "heldout_tempest.txt"
+
+
+def shared_dir() -> Path:
+    """../shared beside the repository; from a git worktree elsewhere, the one beside the main checkout."""
+    beside = REPO.parent / "shared"
+    git = REPO / ".git"
+    if not beside.is_dir() and git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(git.read_text().split("gitdir:", 1)[-1].strip())
+        main = next((d.parent for d in gitdir.parents if d.name == ".git"), None)
+        if main is not None and (main.parent / "shared").is_dir():
+            return main.parent / "shared"
+    return beside
+
+
+SHAKESPEARE = shared_dir() / "models" / "shakespeare-gpt2-tiny"
+TEMPEST = shared_dir() / "corpora" / "heldout_tempest.txt"
 
 
 @dataclass(frozen=True)
@@ -600,8 +614,8 @@ def peers_section(data: dict) -> list[str]:
         "float32 tokens in the four configurations (16+N, 8x16+N, 512+N, 8x512+N): identical, or for lower",
         "precisions the share of steps before the first difference.",
         "",
-        "| side, precision | decode ms/token (16+128, batch 1) | vs PyTorch | vs engine float32 | prefill tok/s (16) | "
-        "prefill tok/s (512) | batch 8 decode ms/step (16+128) | bytes/weight | limit ms | % of limit | peak RSS MB | greedy tokens vs engine float32 |",
+        f"| side, precision | decode ms/token (16+{N}, batch 1) | vs PyTorch | vs engine float32 | prefill tok/s (16) | "
+        f"prefill tok/s (512) | batch 8 decode ms/step (16+{N}) | bytes/weight | limit ms | % of limit | peak RSS MB | greedy tokens vs engine float32 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for side in side_rows(data):
@@ -773,39 +787,41 @@ def targets_section(data: dict) -> list[str]:
 
 
 def write_plot(data: dict, path: Path) -> None:
+    """Two panels, a group of bars per (side, precision) on the 124M shape: decode ms per step at
+    batch 1 and 8 (16-token prompts) with each side's bandwidth limit at batch 1, and prefill
+    tokens/s for 16- and 512-token prompts at batch 1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     bw = data["roofline"]["bandwidth"]["bytes_per_s"]
-    labels, ours, theirs, gen, limits, pre_ours, pre_theirs = [], [], [], [], [], [], []
-    for model in data["models"]:
-        for key, entry in model["configs"].items():
-            P, B = key.split(",")
-            labels.append(f"{model['preset']}\n{P}+{data['args']['new_tokens']}, B={B}")
-            ours.append(entry["engine"]["decode_ms"]["median"])
-            theirs.append(entry["torch"]["decode_ms"]["median"])
-            gen.append(entry["generate"]["decode_ms"]["median"] if "generate" in entry else 0)
-            limits.append(1e3 * entry["bytes"]["weights"] / bw)
-            pre_ours.append(entry["engine"]["prefill_tok_s"]["median"])
-            pre_theirs.append(entry["torch"]["prefill_tok_s"]["median"])
-    x = list(range(len(labels)))
-    w = 0.27
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(labels)), 8))
-    top.bar([i - w for i in x], ours, w, label="gpt2-engine")
-    top.bar(x, theirs, w, label="transformers + PyTorch (manual cache loop)")
-    top.bar([i + w for i in x], gen, w, label="transformers generate()")
-    top.scatter([i - w for i in x], limits, marker="_", s=400, color="black", zorder=3, label="bandwidth limit (weights)")
+    configs = data["models"][0]["configs"]
+    N = data["args"]["new_tokens"]
+    sides = [s for s in side_rows(data) if s["key"] in configs["16,1"]["sides"]]
+
+    def median(config, key, field):
+        got = configs[config]["sides"].get(key)
+        return got[field]["median"] if got else 0
+
+    labels = [s["label"].replace(", ", "\n", 1) for s in sides]
+    x = list(range(len(sides)))
+    w = 0.38
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.5 * len(sides)), 8.5))
+    top.bar([i - w / 2 for i in x], [median("16,1", s["key"], "decode_ms") for s in sides], w, label=f"batch 1, 16+{N}")
+    top.bar([i + w / 2 for i in x], [median("16,8", s["key"], "decode_ms") for s in sides], w, label=f"batch 8, 16+{N}")
+    limits = [1e3 * configs["16,1"]["bytes_by_side"][s["key"]]["weights"] / bw for s in sides]
+    top.scatter([i - w / 2 for i in x], limits, marker="_", s=500, color="black", zorder=3,
+                label="bandwidth limit at the side's bytes per weight (batch 1)")
     top.set_ylabel("decode ms per step (lower is better)")
-    top.set_xticks(x, labels, fontsize=8)
+    top.set_xticks(x, labels, fontsize=7)
     top.legend(fontsize=8)
-    bottom.bar([i - w / 2 for i in x], pre_ours, w, label="gpt2-engine")
-    bottom.bar([i + w / 2 for i in x], pre_theirs, w, label="transformers + PyTorch")
-    bottom.set_ylabel("prefill tokens/s (higher is better)")
-    bottom.set_xticks(x, labels, fontsize=8)
+    bottom.bar([i - w / 2 for i in x], [median("16,1", s["key"], "prefill_tok_s") for s in sides], w, label="16-token prompt")
+    bottom.bar([i + w / 2 for i in x], [median("512,1", s["key"], "prefill_tok_s") for s in sides], w, label="512-token prompt")
+    bottom.set_ylabel("prefill tokens/s, batch 1 (higher is better)")
+    bottom.set_xticks(x, labels, fontsize=7)
     bottom.legend(fontsize=8)
-    fig.suptitle(f"{data['machine']['cpu']}, {data['machine']['threads']} threads, float32")
+    fig.suptitle(f"GPT-2 124M (synthetic weights), {data['machine']['cpu']}, {data['machine']['threads']} threads; medians of one run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -907,6 +923,7 @@ def main(argv=None) -> None:
     data["elapsed_min"] = (time.perf_counter() - began) / 60
 
     out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     plot = out.with_name("results.png")
     out.with_name("results.json").write_text(json.dumps(data, indent=1))
     write_plot(data, plot)
