@@ -392,6 +392,19 @@ def measure_fidelity(workers: dict, sides: list[Side], args, missing: dict) -> d
     return results
 
 
+def peer_versions() -> dict:
+    """The installed versions of the peers' packages (without importing them), or "not installed"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("llama-cpp-python", "gguf", "onnxruntime", "onnx", "onnxscript"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def machine_info(threads: int) -> dict:
     import numba
     import numpy
@@ -411,7 +424,7 @@ def machine_info(threads: int) -> dict:
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
         "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
         "numpy": numpy.__version__, "numba": numba.__version__, "torch": torch.__version__,
-        "transformers": transformers.__version__, "threads": threads,
+        "transformers": transformers.__version__, "threads": threads, "peer_versions": peer_versions(),
         "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "default"),
     }
 
@@ -451,13 +464,13 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; {m['memory_gib']} GiB; {m['system']}",
         f"- Load average (1 min) at start / end: {data['load_start']:.2f} / {data['load_end']:.2f} "
-        "(other work on the machine slows both sides; ratios are measured side by side)",
+        "(other work on the machine slows every side; ratios are measured side by side)",
         f"- Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, PyTorch {m['torch']}, "
-        f"transformers {m['transformers']}",
-        f"- Threads: {m['threads']} for both sides. Engine: Numba {data['threads']['engine']['numba_threads']}, "
+        f"transformers {m['transformers']}" + "".join(f", {k} {v}" for k, v in m.get("peer_versions", {}).items()),
+        f"- Threads: {m['threads']} for every side. Engine: Numba {data['threads']['engine']['numba_threads']}, "
         f"pools {fmt_pools(data['threads']['engine']['pools'])}. PyTorch: torch.get_num_threads() = "
         f"{data['threads']['torch']['torch_threads']}, pools {fmt_pools(data['threads']['torch']['pools'])}; "
-        f"attention implementation \"{data['threads']['torch']['attn_implementation']}\".",
+        f"attention implementation \"{data['threads']['torch']['attn_implementation']}\"." + peer_threads(data),
         "",
         "## What each side runs",
         "",
@@ -577,6 +590,20 @@ def write_report(data: dict, out: Path, plot_name: str) -> None:
     out.write_text("\n".join(lines))
 
 
+def peer_threads(data: dict) -> str:
+    """llama.cpp's and ONNX Runtime's thread settings and build, from their workers' load answers."""
+    sides = data["threads"].get("sides", {})
+    llama = next((v for k, v in sides.items() if k.startswith("llama.cpp")), None)
+    onnx = next((v for k, v in sides.items() if k.startswith("onnxruntime")), None)
+    text = ""
+    if llama:
+        features = [part.split("=")[0].strip() for part in llama["system_info"].split("|") if part.strip().endswith("= 1")]
+        text += f" llama.cpp: n_threads = n_threads_batch = {llama['threads']}; built with {', '.join(features)}."
+    if onnx:
+        text += f" ONNX Runtime: intra_op_num_threads = {onnx['threads']}, inter_op_num_threads = 1, {', '.join(onnx['providers'])}."
+    return text
+
+
 def side_rows(data: dict) -> list[dict]:
     """The sides of the run, in SIDES order, as stored in results.json."""
     return data.get("sides") or [{"key": "engine float32", "label": "gpt2-engine, float32", "precision": "float32",
@@ -646,8 +673,10 @@ def peers_section(data: dict) -> list[str]:
             f"| {side['label']} | {cell('16,1', 'decode_ms')} | {ratio(torch_ms)} | {ratio(engine_ms)} | {cell('16,1', 'prefill_tok_s', 0)} | "
             f"{cell('512,1', 'prefill_tok_s', 0)} | {cell('16,8', 'decode_ms')} | {side['bytes_per_weight']:.4g} | {limit_ms:.1f} | {share} | {peak} | {tokens} |"
         )
-    if missing:
-        lines += ["", "Missing or partly run: " + "; ".join(f"**{k}**: {v}" for k, v in missing.items()) + "."]
+    partly = [f"**{k}** at {key.split(',')[1]} x {key.split(',')[0]}+{N}: {v}" for key, entry in configs.items()
+              for k, v in entry["not_run"].items() if k not in missing]
+    if missing or partly:
+        lines += ["", "Missing or partly run: " + "; ".join([f"**{k}**: {v}" for k, v in missing.items()] + partly) + "."]
     lines += [
         "",
         "Every configuration, every side: prefill tok/s | decode ms per step (median of the timed runs).",
