@@ -57,5 +57,7 @@ saliency_frame <- function(e) {
                       target = character(), position = integer(), token = character(),
                       score = numeric(), stringsAsFactors = FALSE))
   }
-  do.call(rbind, rows)
+  saliency <- do.call(rbind, rows)
+  rownames(saliency) <- NULL
+  saliency
 }
