@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .base.checks import is_integer
+from .base.checks import check_token_ids, is_integer, shown
 from .base.config import GPT2Config
 from .base.errors import InputError
 
@@ -153,8 +153,14 @@ def select_names(config: GPT2Config, names) -> list[str]:
         return [n for n in every if names(n)]
     if isinstance(names, (str, tuple)):
         names = [names]
+    try:
+        items = list(names)
+    except TypeError:
+        raise InputError(
+            f"names must be a hook name, a list of them or a function of a name, got {shown(names)}"
+        ) from None
     chosen = []
-    for item in names:
+    for item in items:
         name = act_name(item)
         if name not in every:
             raise InputError(
@@ -212,7 +218,7 @@ def run_with_cache(model, ids, names=None, fwd_hooks: Iterable[Intervention] = (
     with a KV cache, this call's positions are captured, and hook_pattern covers every key slot.
     Returns (logits float32 [T, V] or [B, T, V], ActivationCache).
     """
-    batched = np.ndim(ids) == 2
+    ids, batched = checked_ids(model, ids)
     store: dict[str, np.ndarray] = {}
     hooks = make_hooks(model.config, select_names(model.config, names), fwd_hooks, batched, store)
     logits = model(ids, hooks=hooks, **forward_options)
@@ -222,8 +228,16 @@ def run_with_cache(model, ids, names=None, fwd_hooks: Iterable[Intervention] = (
 
 def run_with_hooks(model, ids, fwd_hooks: Iterable[Intervention] = (), **forward_options) -> np.ndarray:
     """The logits of `model(ids)` with the interventions applied during the pass."""
-    hooks = make_hooks(model.config, (), fwd_hooks, np.ndim(ids) == 2, {})
+    ids, batched = checked_ids(model, ids)
+    hooks = make_hooks(model.config, (), fwd_hooks, batched, {})
     return model(ids, hooks=hooks, **forward_options)
+
+
+def checked_ids(model, ids):
+    """(ids as the model takes them, whether they are a batch [B, T]), checked first, so that what
+    is done with their shape before the model call never meets ragged rows or other junk."""
+    checked, batched = check_token_ids(ids, model.config.vocab_size)  # int64 [B, T]
+    return (checked if batched else checked[0]), batched
 
 
 class StepwiseCapture:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 
 from ..base.errors import GPT2Error
+from ..base.files import decode_utf8
 from ..base.threads import set_threads
 from ..gpt2 import GPT2
 
@@ -38,13 +41,6 @@ def load_model(name: str) -> GPT2:
     return GPT2.from_pretrained(name)
 
 
-def decode_utf8(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise GPT2Error(f"{name}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start})") from None
-
-
 def argument_text(value: str, name: str) -> str:
     """A command-line argument as text: undecodable bytes in argv arrive as lone surrogates, so they
     are given back as bytes and refused with the offset of the first bad one."""
@@ -64,3 +60,19 @@ def read_text_file(path: str) -> str:
     if not data:
         raise GPT2Error(f"{path}: the file is empty")
     return decode_utf8(data, path)
+
+
+def finite_or_none(value):
+    """value with every float that JSON cannot hold (NaN, infinity) replaced by None (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def json_line(value, indent: int | None = None) -> str:
+    """value as JSON that any parser reads: NaN and infinities (an infinite perplexity) become null."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
