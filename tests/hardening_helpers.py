@@ -121,3 +121,12 @@ def memory_ceiling(extra: int = 2 << 30):
 def assert_one_line(error: BaseException) -> None:
     message = str(error)
     assert message and "\n" not in message and "Traceback" not in message, repr(message)
+
+
+def edge_scalars(ints, floats):
+    """None, booleans, integers and floats, with these values at the edges of their types often."""
+    from hypothesis import strategies as st
+
+    return st.one_of(
+        st.none(), st.booleans(), st.sampled_from(ints), st.integers(), st.sampled_from(floats), st.floats()
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hardening_helpers import assert_one_line, examples, memory_ceiling
+from hardening_helpers import assert_one_line, edge_scalars, examples, memory_ceiling
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -26,12 +26,7 @@ EDGE_FLOATS = [0.0, -0.0, 0.5, 1.0, 1e-45, 1e-300, 3.5e38, 1e308, float("inf"), 
 def anything():
     """A value of any type an argument might be given."""
     scalars = st.one_of(
-        st.none(),
-        st.booleans(),
-        st.sampled_from(EDGE_INTS),
-        st.integers(),
-        st.sampled_from(EDGE_FLOATS),
-        st.floats(),
+        edge_scalars(EDGE_INTS, EDGE_FLOATS),
         st.text(max_size=6),
         st.binary(max_size=4),
         st.sampled_from([np.int64(3), np.float32("nan"), np.uint64(2**64 - 1), "never", "\udc80"]),

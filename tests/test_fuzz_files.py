@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hardening_helpers import assert_one_line, examples, memory_ceiling
+from hardening_helpers import assert_one_line, edge_scalars, examples, memory_ceiling
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -77,15 +77,10 @@ EDGE_INTS = [
 EDGE_FLOATS = [0.0, -0.0, 1e-5, 1e-45, 1e-50, 1e39, 1e308, float("inf"), float("-inf"), float("nan"), 0.5, 8.0]
 
 
-def json_values(depth=3):
+def json_values():
     """Any JSON value, with numbers at the edges of their types and strings the fields expect."""
     scalars = st.one_of(
-        st.none(),
-        st.booleans(),
-        st.sampled_from(EDGE_INTS),
-        st.integers(),
-        st.sampled_from(EDGE_FLOATS),
-        st.floats(),
+        edge_scalars(EDGE_INTS, EDGE_FLOATS),
         st.sampled_from(["gelu_new", "gelu_pytorch_tanh", "gpt2", "true", "false", "8", "", "1e5"]),
         st.text(max_size=8),
     )

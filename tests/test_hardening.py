@@ -95,6 +95,14 @@ def test_huge_num_beams_is_refused_naming_the_flag(tiny_model_dir):
     assert_user_error(result, "--num-beams=99999999999999999999999", "of memory")
 
 
+def test_a_text_file_larger_than_memory_allows_is_refused_while_it_is_read(tmp_path, tiny_model_dir):
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:
+        f.truncate(200 << 20)  # 200 MB of NUL bytes (a sparse file): valid UTF-8, far beyond the limit
+    result = gpt2("perplexity", big, "--model", tiny_model_dir)
+    assert_user_error(result, "big.txt: more than", "of text, more than memory allows to score")
+
+
 def test_a_cache_beyond_memory_is_an_input_error(tiny_model):
     with pytest.raises(InputError, match=r"batch_size=1000000000000.*of memory"):
         tiny_model.new_cache(10**12)
@@ -451,6 +459,11 @@ def test_a_dangling_link_or_a_directory_named_like_the_weights(small):
 def test_a_symlink_loop_is_not_an_unknown_model(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert_user_error(gpt2("info", "loop", cwd=tmp_path), "loop: is a symbolic link that loops")
+
+
+def test_score_with_stdin_closed(tiny_model_dir):
+    result = gpt2("score", "--model", tiny_model_dir, stdin=None, preexec_fn=lambda: os.close(0))
+    assert_user_error(result, "-: cannot read the file (stdin is closed)")
 
 
 def test_ctrl_c_while_loading_says_interrupted(monkeypatch, capsys):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import FLOAT32_MAX, FLOAT32_TINY, is_finite_number, shown
+from .checks import FLOAT32_MAX, FLOAT32_TINY, is_finite_number, is_integer, shown
 from .errors import ConfigError
 from .files import read_json, regular_file
 
@@ -84,14 +84,21 @@ class GPT2Config:
             value = getattr(self, field)
             if not isinstance(value, bool):
                 raise ConfigError(f"config.json: {field} must be true or false (a JSON boolean), got {shown(value)}")
-        for name, value in (
-            ("bos_token_id", self.bos_token_id),
-            ("eos_token_id", self.eos_token_id),
-            *(("eos_token_id", i) for i in self.extra_eos_token_ids),
-        ):
-            if not _is_int(value) or not 0 <= value < self.vocab_size:
+        for name, value in self._token_ids():
+            if not is_integer(value) or value < 0:
+                raise ConfigError(f"config.json: {name} must be a token id (an integer >= 0), got {shown(value)}")
+
+    def _token_ids(self):
+        yield from (("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id))
+        yield from (("eos_token_id", i) for i in self.extra_eos_token_ids)
+
+    def check_token_ids_fit(self, source: str = "config.json") -> None:
+        """The start and end ids must be rows of the embedding. (Checked for config.json files, not
+        for configs built in code, whose defaults are GPT-2's 50256 whatever their vocab_size.)"""
+        for name, value in self._token_ids():
+            if value >= self.vocab_size:
                 raise ConfigError(
-                    f"config.json: {name} must be a token id from 0 to vocab_size - 1 = {self.vocab_size - 1}, "
+                    f"{source}: {name} must be a token id from 0 to vocab_size - 1 = {self.vocab_size - 1}, "
                     f"got {shown(value)}"
                 )
 
@@ -153,9 +160,11 @@ class GPT2Config:
             else:
                 known["eos_token_id"], known["extra_eos_token_ids"] = eos[0], tuple(eos[1:])
         try:
-            return cls(**known)
+            config = cls(**known)
         except ConfigError as error:
             raise ConfigError(str(error).replace("config.json", source, 1)) from None
+        config.check_token_ids_fit(source)
+        return config
 
     @classmethod
     def from_json(cls, path: str | Path) -> GPT2Config:

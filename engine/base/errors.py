@@ -33,7 +33,8 @@ class InputError(GPT2Error, ValueError):
     """Token ids, prompts or arguments that the model cannot take (out of range, too long, ...)."""
 
 
-class OutputError(GPT2Error, OSError):
+class OutputError(InputError):
     """An output cannot be written: its destination is not a regular file, the disk is full, stdout
-    is closed, ... (`engine/base/files.py`). A reader of stdout that went away is not one of these:
-    that is a `BrokenPipeError`, which the command line ends quietly on."""
+    is closed, ... (`engine/base/files.py`). An InputError, as the destination is an argument. A
+    reader of stdout that went away is not one of these: that is a `BrokenPipeError`, which the
+    command line ends quietly on."""

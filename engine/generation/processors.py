@@ -5,10 +5,10 @@ being generated), float32 [B, V] out, a new array. A token a processor rules out
 have the semantics of Hugging Face's processors of the same purpose, so that results can be
 compared token for token, with one deliberate difference (top-k, see `top_k_filter`):
 
+    suppress_from               (none: Hugging Face would generate an embedding's padding ids)
     repetition_penalty_filter   RepetitionPenaltyLogitsProcessor
     no_repeat_ngram_filter      NoRepeatNGramLogitsProcessor
     min_new_tokens_filter       MinNewTokensLengthLogitsProcessor
-    suppress_from               (none: Hugging Face would generate an embedding's padding ids)
     apply_temperature           TemperatureLogitsWarper
     top_k_filter                TopKLogitsWarper (exactly k survive here; ties broken by token id)
     top_p_filter                TopPLogitsWarper
