@@ -90,7 +90,7 @@ def act_name(key, layer: int | None = None) -> str:
         key, layer = key if len(key) == 2 else (None, None)
     layer_ok = layer is None or is_integer(layer)
     if not isinstance(key, str) or not layer_ok:
-        raise InputError(f"an activation key must be a hook name or (short name, layer), got {given!r}")
+        raise InputError(f"an activation key must be a hook name or (short name, layer), got {shown(given)}")
     if key in GLOBAL_SHORT_NAMES and layer is None:
         return GLOBAL_SHORT_NAMES[key]
     if key in SHORT_NAMES and layer is not None:
@@ -99,7 +99,7 @@ def act_name(key, layer: int | None = None) -> str:
         return key
     known = ", ".join(list(GLOBAL_SHORT_NAMES) + [f"({s!r}, layer)" for s in SHORT_NAMES])
     raise InputError(
-        f"unknown activation name {key!r}{'' if layer is None else f' with layer {layer}'}; "
+        f"unknown activation name {shown(key)}{'' if layer is None else f' with layer {layer}'}; "
         f"give a full hook name or one of {known}"
     )
 
@@ -186,7 +186,7 @@ def make_hooks(
     known = set(hook_names(config))
     for item in fwd_hooks:
         if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
-            raise InputError(f"an intervention must be a pair (hook name, function), got {item!r}")
+            raise InputError(f"an intervention must be a pair (hook name, function), got {shown(item)}")
         name = act_name(item[0])
         if name not in known:
             raise InputError(f"cannot intervene at {name!r}: no such hook in this model ({config.n_layer} layers)")
@@ -291,7 +291,7 @@ class StepwiseCapture:
 def _indices(what: str, values, size: int, where: str) -> np.ndarray:
     index = np.atleast_1d(np.asarray(values))
     if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
-        raise InputError(f"{what} must be a non-empty list of integers, got {values!r}")
+        raise InputError(f"{what} must be a non-empty list of integers, got {shown(values)}")
     bad = index[(index < 0) | (index >= size)]
     if bad.size:
         raise InputError(f"{what[:-1]} {int(bad[0])} is out of range: {where} has {size} (0 to {size - 1})")

@@ -173,3 +173,18 @@ def test_tokenizer(model, ids, text, errors):
 @given(name=anything())
 def test_from_pretrained(name):
     returns_or_refuses(lambda: GPT2.from_pretrained(name, local_files_only=True))
+
+
+@examples(40)
+@given(
+    ids=token_ids(),
+    a=st.one_of(st.integers(-3, 40), anything()),
+    b=st.one_of(st.none(), st.integers(-3, 40), anything()),
+    method=st.one_of(st.sampled_from(["gradient", "grad_x_input", "integrated_gradients", "erasure"]), anything()),
+)
+def test_the_analyses(model, ids, a, b, method):
+    """The analyses take checked ids (engine.base.checks), targets, positions and counts."""
+    returns_or_refuses(lambda: model.saliency(ids, a, position=-1 if b is None else b, method=method, steps=2))
+    returns_or_refuses(lambda: model.input_gradients(ids, a, of=method))
+    returns_or_refuses(lambda: model.logit_lens(ids, top_k=a, targets=b))
+    returns_or_refuses(lambda: model.neuron_factors(ids, layers=b, factors=a, iterations=5))

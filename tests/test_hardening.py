@@ -456,6 +456,12 @@ def test_a_dangling_link_or_a_directory_named_like_the_weights(small):
     assert_user_error(gpt2("info", small), "model.safetensors: is a directory, not a file")
 
 
+def test_a_fifo_in_the_model_directory_is_refused_not_waited_on(small):
+    (small / "config.json").unlink()
+    os.mkfifo(small / "config.json")  # reading it would wait for a writer for ever
+    assert_user_error(gpt2("info", small, timeout=60), "config.json: is a named pipe (FIFO), not a file")
+
+
 def test_a_symlink_loop_is_not_an_unknown_model(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert_user_error(gpt2("info", "loop", cwd=tmp_path), "loop: is a symbolic link that loops")
@@ -479,3 +485,67 @@ def test_ctrl_c_while_loading_says_interrupted(monkeypatch, capsys):
 
 def test_tokenize_refuses_invalid_utf8_as_generate_does():
     assert_user_error(gpt2("tokenize", b"caf\xe9"), "TEXT: not valid UTF-8 (byte 0xe9 at offset 3)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Found by the fuzzers (and while reading the code for them), beyond the issue's list.
+
+
+def test_ragged_ids_for_the_captures_and_the_analyses(tiny_model):
+    for call in (
+        lambda: tiny_model.run_with_cache([[1, 2], [3]]),
+        lambda: tiny_model.run_with_hooks([[1, 2], [3]]),
+        lambda: tiny_model.logit_lens([[1, 2], [3]]),
+    ):
+        with pytest.raises(InputError, match="rows of equal length"):
+            call()
+
+
+def test_a_batch_holding_a_0_d_array(tiny_model):
+    with pytest.raises(InputError, match="the prompt must be a string"):
+        tiny_model.generate([np.array(0), None], max_new_tokens=2)
+
+
+def test_error_messages_about_arrays_stay_on_one_line(tiny_model):
+    with pytest.raises(InputError) as caught:
+        tiny_model.run_with_cache([1, 2], names=[(None, np.array([[0], [0]]))])
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputError) as caught:
+        tiny_model.run_with_hooks([1, 2], fwd_hooks=[np.zeros((3, 1))])
+    assert "\n" not in str(caught.value)
+
+
+def test_a_vocabulary_without_end_of_text(tmp_path):
+    from engine.state.tokenizer import load_tokenizer
+
+    vocab = own_vocabulary(tmp_path)
+    del vocab["<|endoftext|>"]
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = load_tokenizer(tmp_path, vocab_size=300)
+    assert tokenizer.eot_token is None and tokenizer.decode(tokenizer.encode("abc")) == "abc"
+
+
+def test_a_shard_outside_the_model_directory_is_not_read(tmp_path):
+    directory = write_checkpoint(tmp_path / "m", SMALL, shards=2)
+    (directory / "model-00002-of-00002.safetensors").rename(tmp_path / "outside.safetensors")
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {
+        name: "../outside.safetensors" if shard.startswith("model-00002") else shard
+        for name, shard in index["weight_map"].items()
+    }
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(GPT2Error, match=r"'\.\./outside\.safetensors', not a file name inside the model directory"):
+        GPT2.from_pretrained(directory)
+
+
+def test_options_that_rule_out_every_token(tmp_path):
+    """A vocabulary of 259 tokens and no_repeat_ngram_size=1: after 259 new tokens none is left."""
+    config = GPT2Config(
+        n_layer=1, n_head=2, n_embd=8, n_positions=400, vocab_size=259, bos_token_id=258, eos_token_id=258
+    )
+    directory = write_checkpoint(tmp_path / "m", config, seed=1)
+    own_vocabulary(directory)
+    model = GPT2.from_pretrained(directory)
+    for options in ({"temperature": 0}, {"temperature": 1.0, "seed": 1}):
+        with pytest.raises(InputError, match="the options rule out every token"):
+            model.generate([1], max_new_tokens=300, no_repeat_ngram_size=1, stop_at_eos=False, **options)

@@ -124,7 +124,7 @@ def check_context(n_slots: int, n_positions: int, left_padding=None) -> None:
 def check_sequence(ids, vocab_size: int, n_positions: int) -> np.ndarray:
     """One sequence of token ids, as the analyses take it: ints [T], in the vocabulary, within the
     context -> int64 [T]."""
-    ids = np.asarray(ids)
+    ids = integer_array(ids, "token ids")
     if ids.ndim != 1:
         raise InputError(f"token ids must be a [T] array (one sequence), got shape {ids.shape}")
     ids = check_token_ids(ids, vocab_size)[0][0]  # int64 [T]

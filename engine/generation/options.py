@@ -160,7 +160,7 @@ def options_from(options: dict) -> GenerationOptions:
     known = {f.name for f in fields(GenerationOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise InputError(f"unknown generation option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise InputError(f"unknown generation option {shown(unknown[0])} (known: {', '.join(sorted(known))})")
     return GenerationOptions(**options)
 
 

@@ -115,7 +115,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     text = SIZE_ALIASES.get(text, text)
     if "/" not in text and text not in PUBLISHED:
         raise ModelNotFoundError(
-            f"unknown model {text!r}: not a directory, and not a published name "
+            f"unknown model {shown(text)}: not a directory, and not a published name "
             f"({', '.join(PUBLISHED)}, or {'/'.join(k for k in SIZE_ALIASES if k not in ('117M', '345M'))})"
         )
 
@@ -130,7 +130,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     where = f"looked for {looked} in the Hugging Face cache {cache_dir}"
     advice = "pass the path of a local model directory (config.json + model.safetensors) instead"
     if local_files_only or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise ModelNotFoundError(f"model {text!r} is not downloaded ({where}) and downloads are off; {advice}")
+        raise ModelNotFoundError(f"model {shown(text)} is not downloaded ({where}) and downloads are off; {advice}")
     try:
         from huggingface_hub import snapshot_download
 
@@ -138,5 +138,5 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     except Exception as error:  # network, authentication, missing repository: all end the same way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelNotFoundError(
-            f"model {text!r} is not downloaded ({where}) and the download failed ({reason}); {advice}"
+            f"model {shown(text)} is not downloaded ({where}) and the download failed ({reason}); {advice}"
         ) from None
