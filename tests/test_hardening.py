@@ -501,6 +501,13 @@ def test_ragged_ids_for_the_captures_and_the_analyses(tiny_model):
             call()
 
 
+def test_stop_strings_given_as_an_empty_array(tiny_model):
+    result = tiny_model.generate("ROMEO:", max_new_tokens=3, stop=np.array([], dtype=str))
+    assert len(result.token_ids) == 3
+    with pytest.raises(InputError, match="stop must be non-empty strings"):
+        tiny_model.generate("ROMEO:", max_new_tokens=3, stop=np.array([1, 2]))
+
+
 def test_a_batch_holding_a_0_d_array(tiny_model):
     with pytest.raises(InputError, match="the prompt must be a string"):
         tiny_model.generate([np.array(0), None], max_new_tokens=2)

@@ -89,7 +89,7 @@ class GenerationOptions:
             if is_one(value):
                 return (value,)
             try:
-                return tuple(value or ())
+                return () if value is None else tuple(value)  # not `value or ()`: an array has no truth value
             except TypeError:
                 fail(name, requirement, value)
 
