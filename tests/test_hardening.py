@@ -556,3 +556,26 @@ def test_options_that_rule_out_every_token(tmp_path):
     for options in ({"temperature": 0}, {"temperature": 1.0, "seed": 1}):
         with pytest.raises(InputError, match="the options rule out every token"):
             model.generate([1], max_new_tokens=300, no_repeat_ngram_size=1, stop_at_eos=False, **options)
+
+
+def test_the_errors_page_states_the_limits_of_the_code():
+    """docs/errors.md's tables say what the code does: its limits, exit statuses and fuzzers."""
+    from conftest import REPO
+
+    from engine.base.config import CONFIG_JSON_LIMIT
+    from engine.cli import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USER_ERROR
+    from engine.cli.common import MEMORY_PER_TEXT_BYTE
+    from engine.generation.options import MAX_LENGTH_PENALTY
+    from engine.state.loader import INDEX_JSON_LIMIT
+    from engine.state.tokenizer import TOKENIZER_FILE_LIMIT
+
+    page = (REPO / "docs" / "errors.md").read_text()
+    assert f"| config.json | {CONFIG_JSON_LIMIT >> 20} MiB |" in page
+    assert INDEX_JSON_LIMIT == TOKENIZER_FILE_LIMIT
+    assert f"| vocab.json, merges.txt, model.safetensors.index.json | {TOKENIZER_FILE_LIMIT >> 20} MiB each |" in page
+    assert f"from -{MAX_LENGTH_PENALTY} to {MAX_LENGTH_PENALTY}" in page
+    assert f"{MEMORY_PER_TEXT_BYTE} bytes of memory per byte" in page
+    for status in (EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE):
+        assert f"\n| {status} | " in page
+    for name in re.findall(r"`(tests/test_\w+\.py)`", page):
+        assert (REPO / name).exists(), name

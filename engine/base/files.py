@@ -64,6 +64,11 @@ def what_is_at(path) -> str | None:
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
+def is_what(kind: str) -> str:
+    """`what_is_at`'s description as a predicate: "is a directory", "not reachable (...)"."""
+    return kind if kind.startswith("not ") else f"is {kind}"
+
+
 def regular_file(path, error: type[GPT2Error]) -> bool:
     """Whether a readable regular file is at `path`: False when nothing is there at all; `error`
     saying what is there instead (a directory, a dangling link, ...) or why it cannot be opened."""
@@ -71,7 +76,7 @@ def regular_file(path, error: type[GPT2Error]) -> bool:
     if kind is None:
         return False
     if kind != FILE:
-        raise error(f"{path}: is {kind}, not a file")
+        raise error(f"{path}: {is_what(kind)}, not a file")
     try:
         with open(path, "rb"):
             pass
@@ -138,7 +143,7 @@ def check_destination(path, label: str | None = None) -> Path:
     label = label or str(given)
     kind = what_is_at(given)
     if kind not in (None, FILE):
-        raise OutputError(f"{label}: is {kind}; only a regular file (or nothing) can be written there")
+        raise OutputError(f"{label}: {is_what(kind)}; only a regular file (or nothing) can be written there")
     target = Path(os.path.realpath(given)) if kind == FILE and given.is_symlink() else given
     directory = target.parent if str(target.parent) else Path(".")
     if what_is_at(directory) != "a directory":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..base.checks import shown
 from ..base.errors import InputError, ModelNotFoundError
-from ..base.files import FILE, read_bytes, what_is_at
+from ..base.files import FILE, is_what, read_bytes, what_is_at
 
 # Short name -> repository id on the Hugging Face hub.
 PUBLISHED = {
@@ -107,7 +107,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
             f"{path}: is a file; pass the model directory that holds config.json and model.safetensors"
         )
     if kind is not None:  # a dangling link, a link loop, a FIFO, ...: something is there, just not a model
-        raise ModelNotFoundError(f"{path}: is {kind}, not a model directory")
+        raise ModelNotFoundError(f"{path}: {is_what(kind)}, not a model directory")
     # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
     if looks_like_path:
