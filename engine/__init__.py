@@ -13,7 +13,15 @@ tokenizer, KV cache), engine.model (the forward pass) and engine.capture, the ta
 
 from .analysis.explain import Explanation, Explanations
 from .base.config import GPT2Config
-from .base.errors import CheckpointError, ConfigError, GPT2Error, InputError, ModelNotFoundError, TokenizerError
+from .base.errors import (
+    CheckpointError,
+    ConfigError,
+    GPT2Error,
+    InputError,
+    ModelNotFoundError,
+    OutputError,
+    TokenizerError,
+)
 from .base.threads import get_threads, set_threads
 from .capture import ActivationCache, set_heads, set_neurons, zero_heads, zero_neurons
 from .generation import GenerationResult
@@ -32,6 +40,7 @@ __all__ = [
     "GenerationResult",
     "InputError",
     "ModelNotFoundError",
+    "OutputError",
     "Scores",
     "TokenizerError",
     "get_threads",

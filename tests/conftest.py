@@ -9,8 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The property-based tests (tests/test_fuzz_*.py, tests/test_properties.py) run with the "ci"
+# profile by default: a fixed seed (derandomize), few examples, no example database, so `pytest`
+# takes the same few minutes and finds the same things every time. HYPOTHESIS_PROFILE=long runs
+# many more random examples and keeps what fails in .hypothesis/ for the next run (docs/errors.md).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    max_examples=2000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHARED = REPO.parent / "shared"
 TINY_MODEL = SHARED / "models" / "shakespeare-gpt2-tiny"
 

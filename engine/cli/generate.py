@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..base.errors import GPT2Error
 from ..generation import GenerationStream, make_search, options_from
-from .common import add_model_argument, add_threads_argument, argument_text, decode_utf8, load_model
+from .common import (
+    add_model_argument,
+    add_threads_argument,
+    argument_text,
+    decode_utf8,
+    json_line,
+    load_model,
+    read_all,
+)
 
 # Generation option -> the flag that sets it, for error messages.
 GENERATE_FLAGS = {"num_return_sequences": "--batch-size", "stop_token_ids": "--stop-id", "stop_at_eos": "--ignore-eos"}
@@ -117,10 +124,7 @@ def read_prompt(args) -> str:
         raise GPT2Error("cannot read the prompt from stdin (it is closed): give PROMPT, or pipe the prompt in")
     if sys.stdin.isatty():
         print("gpt2: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr)
-    try:
-        data = sys.stdin.buffer.read()
-    except (OSError, ValueError) as error:
-        raise GPT2Error(f"cannot read the prompt from stdin ({getattr(error, 'strerror', None) or error})") from None
+    data = read_all("-", "the prompt on stdin", "cannot read the prompt from stdin")
     return decode_utf8(data, "the prompt on stdin")
 
 
@@ -143,7 +147,7 @@ def spell_flag(name: str) -> str:
 def print_results(prompt: str, results, as_json: bool) -> None:
     for i, result in enumerate(results):
         if as_json:
-            print(json.dumps(result.to_dict()))
+            print(json_line(result.to_dict()))
             continue
         if len(results) > 1:
             score = f", score {result.score:.4f}" if result.score is not None else ""
