@@ -30,10 +30,12 @@ from batch_helpers import (
     write_rows,
 )
 from conftest import REPO
+from hardening_helpers import file_size_limit
+from hardening_helpers import gpt2 as limited_gpt2
 from test_cli import assert_user_error
 
-from engine import batch
-from engine.batch.rows import json_line, row_seed
+from engine import InputError, OutputError, batch
+from engine.batch.rows import json_line, read_rows, row_seed
 from engine.generation import GenerationOptions
 
 
@@ -286,6 +288,8 @@ def test_usage_errors_exit_2_and_leave_the_output_untouched(tiny_model_dir, tmp_
     assert_user_error(gpt2_batch("score", rows, tmp_path / "o.jsonl", *model, "--context", 1000), "--context must be")
     assert_user_error(gpt2_batch("score", rows, tmp_path / "o.jsonl", *model, "--workers", 0), "--workers must be")
     assert_user_error(gpt2_batch("score", rows, tmp_path / "o.jsonl", *model, "--threads", 0), "--threads must be")
+    cores = f"--threads must be an integer from 1 to {os.cpu_count()} (the cores available), got 1000"
+    assert_user_error(gpt2_batch("score", rows, tmp_path / "o.jsonl", *model, "--threads", 1000, "-w", 2), cores)
     assert_user_error(gpt2_batch("generate", rows, tmp_path / "o.jsonl", *model, "-t", -1), "--temperature must be")
     assert_user_error(gpt2_batch("generate", rows, tmp_path / "o.jsonl", *model, "--seed", -1), "--seed must be")
     assert not (tmp_path / "o.jsonl").exists()
@@ -304,6 +308,37 @@ def test_a_model_the_workers_cannot_load_is_a_usage_error(tiny_model_dir, tmp_pa
     result = gpt2_batch("score", tmp_path / "in.jsonl", tmp_path / "out.jsonl", "--model", broken, "--workers", 2)
     assert_user_error(result, "model.safetensors")
     assert (tmp_path / "out.jsonl").read_bytes() == b""  # created empty, nothing written: a rerun starts afresh
+
+
+def test_a_failed_write_stops_the_job_at_a_whole_line_and_the_rerun_finishes(tiny_model, score_rows, tmp_path):
+    write_rows(tmp_path / "in.jsonl", score_rows)
+    batch.score(tmp_path / "in.jsonl", tmp_path / "whole.jsonl", model=tiny_model, logprobs=True)
+    whole = (tmp_path / "whole.jsonl").read_bytes()
+    out = tmp_path / "out.jsonl"
+    with file_size_limit(len(whole) // 2), pytest.raises(OutputError, match="cannot write the output"):
+        batch.score(tmp_path / "in.jsonl", out, model=tiny_model, logprobs=True)  # as if the disk were full
+    written = out.read_bytes()
+    assert 0 < len(written) <= len(whole) // 2 and written.endswith(b"\n")  # the part of a line: cut off
+    assert whole.startswith(written)
+    summary = batch.score(tmp_path / "in.jsonl", out, model=tiny_model, logprobs=True)
+    assert summary.done_before == len(written.splitlines()) and out.read_bytes() == whole
+
+
+def test_rows_beyond_memory_are_refused_before_they_are_held(tmp_path):
+    write_rows(tmp_path / "in.jsonl", [{"id": i, "text": "To be, or not to be"} for i in range(30)])
+    assert len(list(read_rows(tmp_path / "in.jsonl", memory=30 * 1100))) == 30
+    with pytest.raises(InputError, match=r"line 10: the rows up to here need more than the 10 kB of memory"):
+        list(read_rows(tmp_path / "in.jsonl", memory=10_000))
+
+
+def test_a_line_longer_than_memory_allows_is_a_usage_error(tiny_model_dir, tmp_path):
+    """A 64 GB line (a sparse file) under the fuzzers' 2 GB address-space limit: refused, not read."""
+    with open(tmp_path / "huge.jsonl", "wb") as file:
+        file.write(b'{"id": 1, "text": "')
+        file.truncate(64 << 30)
+    result = limited_gpt2("batch", "score", tmp_path / "huge.jsonl", tmp_path / "out.jsonl", "-m", tiny_model_dir)
+    assert_user_error(result, "huge.jsonl: line 1: the rows up to here need more than", "split the input")
+    assert (tmp_path / "out.jsonl").exists() is False
 
 
 def test_output_lines_are_always_json():

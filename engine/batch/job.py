@@ -21,7 +21,7 @@ from ..base.checks import check_integer
 from ..base.config import GPT2Config
 from ..base.errors import GPT2Error, InputError
 from ..base.progress import progress_bar
-from ..base.threads import get_threads, set_threads
+from ..base.threads import available_threads, get_threads, set_threads
 from ..gpt2 import GPT2
 from ..state.hub import resolve_model_dir
 from ..state.tokenizer import load_tokenizer
@@ -122,11 +122,15 @@ def run_job(
     spell: how an option is named in errors (the command line names its flags)."""
     start = time.perf_counter()
     check_paths(input_path, output_path)
+    use_ray = ray is not None and ray is not False
     check_integer(spell("workers"), workers, 1)
-    check_integer(spell("threads"), threads, 1)
+    if use_ray:  # the cluster's nodes may have more cores than this machine: each actor checks
+        check_integer(spell("threads"), threads, 1)
+    else:
+        cores = available_threads()
+        check_integer(spell("threads"), threads, 1, cores, f"{cores} (the cores available)")
     if limit is not None:
         check_integer(spell("limit"), limit, 1)
-    use_ray = ray is not None and ray is not False
     address = ray if isinstance(ray, str) and ray else None
     summary = BatchSummary(str(input_path), str(output_path), job.kind, dry_run=dry_run)
 

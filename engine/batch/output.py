@@ -8,19 +8,21 @@ that belongs to another input is refused, never extended.
 Lines are appended (O_APPEND), never rewritten: a batch of finished lines goes out in one write,
 then fsync, so a crash or Ctrl-C loses at most the rows still running or waiting for an earlier
 row. A crash in the middle of a write can leave a last line without its newline (or, after a power
-cut, not JSON): it is dropped when the job is resumed, and its row runs again. An exclusive lock
+cut, not JSON): it is dropped when the job is resumed, and its row runs again. A write that fails
+(a full disk) is cut back to the last whole line, and stops the job with an OutputError. An exclusive lock
 (flock) keeps two jobs from appending to one file at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..base.errors import GPT2Error
+from ..base.errors import GPT2Error, OutputError
 from ..base.files import check_destination
 from .rows import id_key
 from .tasks import Done
@@ -103,7 +105,7 @@ class OutputFile:
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as error:
-            raise GPT2Error(f"{path}: cannot write the output ({error.strerror or error})") from None
+            raise OutputError(f"{path}: cannot write the output ({error.strerror or error})") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,8 +119,11 @@ class OutputFile:
         """Append after the whole lines an earlier run wrote (read under the lock); a torn last line
         is cut off."""
         if existing.torn:
-            os.ftruncate(self.fd, existing.size)
-            os.fsync(self.fd)
+            try:
+                os.ftruncate(self.fd, existing.size)
+                os.fsync(self.fd)
+            except OSError as error:
+                raise OutputError(f"{self.path}: cannot cut its last, torn line ({error.strerror or error})") from None
         self.next = existing.lines
 
     def add(self, done: list[Done]) -> None:
@@ -133,10 +138,18 @@ class OutputFile:
             self.next += 1
         if lines:
             data = ("\n".join(lines) + "\n").encode("utf-8")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
-            os.fsync(self.fd)
+            try:
+                end = os.lseek(self.fd, 0, os.SEEK_END)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                os.fsync(self.fd)
+            except OSError as error:  # a full disk, a quota, a file size limit: the lines go, and so
+                self.fd, fd = -1, self.fd  # does a part of one that was written; the job stops
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+                os.close(fd)
+                raise OutputError(f"{self.path}: cannot write the output ({error.strerror or error})") from None
             self.written += len(lines)
         return len(lines)
 

@@ -75,8 +75,10 @@ def import_ray():
     return ray
 
 
-def connect(ray, address: str | None) -> bool:
-    """Initialise Ray for the job; whether this call started it (and so must shut it down)."""
+def connect(ray, address: str | None, cpus: int) -> bool:
+    """Initialise Ray for the job; whether this call started it (and so must shut it down). A Ray
+    started here has this machine's cores as CPUs, or `cpus` if more (the actors then share the
+    cores, as that many local workers would, rather than wait for CPUs that never come)."""
     if ray.is_initialized():
         return False
     options: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -84,7 +86,7 @@ def connect(ray, address: str | None) -> bool:
         # "local": a new Ray for this job, never one found running on the machine (Ray's default for
         # no address). Its workers import this same engine, wherever it was imported from.
         address = "local"
-        options["include_dashboard"] = False
+        options |= {"include_dashboard": False, "num_cpus": max(os.cpu_count() or 1, cpus)}
         if ENGINE_ROOT not in (*site.getsitepackages(), site.getusersitepackages()):  # a source checkout
             path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH")) if p)
             options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
@@ -105,27 +107,29 @@ def ray_results(
 ) -> Iterator[list[Done]]:
     """The outputs of the rows, `size` rows per batch, in the rows' order."""
     ray = import_ray()
-    started = connect(ray, address)
+    blocks = max(1, -(-len(rows) // size))  # one block per batch of `size` rows
+    actors = min(workers, blocks)  # no actor without a batch
+    context = ray.data.DataContext.get_current()  # this process's: put back as it was at the end
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+    started = connect(ray, address, actors * threads)
     try:
         cpus = cluster_cpus(ray)
-        if cpus < workers * threads:
+        if cpus < actors * threads:
             print(
-                f"gpt2: warning: the Ray cluster has {cpus:g} CPUs; {workers} workers x {threads} threads need "
-                f"{workers * threads} (the job waits for them)",
+                f"gpt2: warning: the Ray cluster has {cpus:g} CPUs; {actors} actors x {threads} threads need "
+                f"{actors * threads} (the job waits for them)",
                 file=sys.stderr,
             )
-        context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # rows come back in the order they went in
         context.enable_progress_bars = False  # the job has its own
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
         items = [{"index": row.index, "row": encode_row(row)} for row in rows]
-        blocks = max(1, -(-len(items) // size))  # one block per batch of `size` rows
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         dataset = dataset.map_batches(
             RowsWorker,
             fn_constructor_kwargs={"source": source, "threads": threads, "job": job},
-            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),  # no actor without a batch
+            compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=size,
             batch_format="numpy",
             num_cpus=threads,
@@ -137,5 +141,6 @@ def ray_results(
             columns = zip(batch["index"], batch["line"], batch["tokens"], batch["error"])
             yield [Done(int(i), str(line), int(tokens), str(error) or None) for i, line, tokens, error in columns]
     finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
         if started:
             ray.shutdown()

@@ -11,12 +11,15 @@ line already has. The fields themselves are checked by the job (engine/batch/tas
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..base.checks import format_bytes, memory_limit
 from ..base.errors import GPT2Error, InputError
+from ..base.files import finite_or_none
 
 
 @dataclass
@@ -59,17 +62,7 @@ def json_line(record: dict) -> str:
     try:
         return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
-        return json.dumps(_finite(record), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+        return json.dumps(finite_or_none(record), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def error_record(row: Row) -> dict:
@@ -125,20 +118,45 @@ def json_type(value) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-def read_rows(path, limit: int | None = None) -> Iterator[Row]:
+# Memory a row read from the input holds, at most: its text as a str (at most twice its UTF-8 bytes'
+# worth) and about 500 bytes for the Row, its dict and id (measured: 15 bytes per byte for rows of
+# 33 bytes, 2 per byte for rows of 450), with room to spare.
+ROW_BYTES_FACTOR, ROW_OVERHEAD = 2, 1000
+
+
+def read_rows(path, limit: int | None = None, memory: int | None = None) -> Iterator[Row]:
     """The rows of a JSON Lines file, in order, up to `limit` of them; blank lines are skipped, and a
     line's `\\r\\n` ending is taken as `\\n`. Duplicate ids are marked here: the first line with an id
-    keeps it, each later one gets an error naming that first line."""
+    keeps it, each later one gets an error naming that first line.
+
+    The job holds every row while it runs: once the rows read would need more than `memory` bytes
+    (default: what this process may allocate), or a line is longer than that allows, an InputError
+    stops the job before anything is allocated for them."""
     first_line: dict[str, int] = {}
+    budget = memory_limit() if memory is None else memory
+    spent = 0
     try:
         file = open(path, "rb")  # noqa: SIM115 (closed below; the generator keeps it open between rows)
     except OSError as error:
         raise GPT2Error(f"{path}: cannot read the file ({error.strerror or error})") from None
     with file:
         index = 0
-        for number, data in enumerate(file, start=1):
+        for number in itertools.count(1):
             if limit is not None and index >= limit:
                 return
+            longest = max(0, budget - spent - ROW_OVERHEAD) // ROW_BYTES_FACTOR
+            try:
+                data = file.readline(longest + 1)
+            except OSError as error:
+                raise GPT2Error(f"{path}: cannot read the file ({error.strerror or error})") from None
+            if not data:
+                return
+            spent += ROW_BYTES_FACTOR * len(data) + ROW_OVERHEAD
+            if len(data) > longest or spent > budget:
+                raise InputError(
+                    f"{path}: line {number}: the rows up to here need more than the {format_bytes(budget)} of memory "
+                    "this process can have (a job holds all its rows): split the input into several jobs"
+                )
             data = data.rstrip(b"\n").rstrip(b"\r")
             if not data.strip():
                 continue
