@@ -35,7 +35,7 @@ from hardening_helpers import gpt2 as limited_gpt2
 from test_cli import assert_user_error
 
 from engine import InputError, OutputError, batch
-from engine.batch.rows import json_line, read_rows, row_seed
+from engine.batch.rows import LINE_PEAK_FACTOR, ROW_OVERHEAD, held_bytes, json_line, read_rows, row_seed
 from engine.generation import GenerationOptions
 
 
@@ -147,6 +147,7 @@ BAD_LINES = [
     ('{"id": 16, "prompt": ""}', "the prompt is empty"),
     ('{"id": 17, "prompt": [50257]}', "token id 50257 is out of range"),
     ('{"id": 18, "prompt": "a", "num_return_sequences": 2}', "unknown field 'num_return_sequences'"),
+    ('{"id": 20, "prompt": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid JSON: nested too deeply"),
     ('{"id": "last", "prompt": "PROSPERO:"}', None),
 ]
 
@@ -325,10 +326,18 @@ def test_a_failed_write_stops_the_job_at_a_whole_line_and_the_rerun_finishes(tin
 
 
 def test_rows_beyond_memory_are_refused_before_they_are_held(tmp_path):
-    write_rows(tmp_path / "in.jsonl", [{"id": i, "text": "To be, or not to be"} for i in range(30)])
-    assert len(list(read_rows(tmp_path / "in.jsonl", memory=30 * 1100))) == 30
-    with pytest.raises(InputError, match=r"line 10: the rows up to here need more than the 10 kB of memory"):
-        list(read_rows(tmp_path / "in.jsonl", memory=10_000))
+    rows = [{"id": i, "text": "To be, or not to be"} for i in range(30)]
+    write_rows(tmp_path / "in.jsonl", rows)
+    held = [ROW_OVERHEAD + held_bytes(row["id"]) + held_bytes({"text": row["text"]}) for row in rows]
+    assert len(list(read_rows(tmp_path / "in.jsonl", memory=sum(held) + 100 * LINE_PEAK_FACTOR))) == 30
+    # The 12th row would pass the budget: refused, with its line number, before the job holds it.
+    budget = sum(held[:11]) + held[11] // 2
+    with pytest.raises(InputError, match=r"in.jsonl: line 12: the rows up to here need more than"):
+        list(read_rows(tmp_path / "in.jsonl", memory=budget))
+    # A line whose parsing would not fit is not even read: one of 2 kB with 10 kB to spare.
+    write_rows(tmp_path / "long.jsonl", [{"id": 0, "text": "x"}, {"id": 1, "text": "x" * 2000}])
+    with pytest.raises(InputError, match=r"long.jsonl: line 2: .* than the 10 kB of memory"):
+        list(read_rows(tmp_path / "long.jsonl", memory=10_000))
 
 
 def test_a_line_longer_than_memory_allows_is_a_usage_error(tiny_model_dir, tmp_path):

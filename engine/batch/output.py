@@ -112,6 +112,7 @@ class OutputFile:
             os.close(self.fd)
             raise GPT2Error(f"{path}: another job is writing this output") from None
         self.next = 0  # the index of the next row to write
+        self.size = 0  # the bytes of the whole lines in the file
         self.pending: dict[int, str] = {}
         self.written = 0
 
@@ -125,6 +126,7 @@ class OutputFile:
             except OSError as error:
                 raise OutputError(f"{self.path}: cannot cut its last, torn line ({error.strerror or error})") from None
         self.next = existing.lines
+        self.size = existing.size
 
     def add(self, done: list[Done]) -> None:
         for d in done:
@@ -138,8 +140,8 @@ class OutputFile:
             self.next += 1
         if lines:
             data = ("\n".join(lines) + "\n").encode("utf-8")
+            end = self.size  # where this write starts: the end of the last whole line
             try:
-                end = os.lseek(self.fd, 0, os.SEEK_END)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self.fd, view) :]
@@ -150,6 +152,7 @@ class OutputFile:
                     os.ftruncate(fd, end)
                 os.close(fd)
                 raise OutputError(f"{self.path}: cannot write the output ({error.strerror or error})") from None
+            self.size += len(data)
             self.written += len(lines)
         return len(lines)
 

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,6 +95,8 @@ def parse_row(data: bytes, index: int, line: int) -> Row:
         return Row(index, line, None, {}, f"invalid JSON: {error.msg} (column {error.colno})")
     except ValueError as error:
         return Row(index, line, None, {}, f"invalid JSON: {error}")
+    except RecursionError:
+        return Row(index, line, None, {}, "invalid JSON: nested too deeply for this reader")
     if not isinstance(value, dict):
         return Row(index, line, None, {}, f"a row must be a JSON object, got {json_type(value)}")
     if "id" not in value:
@@ -118,10 +121,27 @@ def json_type(value) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-# Memory a row read from the input holds, at most: its text as a str (at most twice its UTF-8 bytes'
-# worth) and about 500 bytes for the Row, its dict and id (measured: 15 bytes per byte for rows of
-# 33 bytes, 2 per byte for rows of 450), with room to spare.
-ROW_BYTES_FACTOR, ROW_OVERHEAD = 2, 1000
+# Memory a line takes while it is read and parsed, per byte: its bytes, the str they decode to (up to
+# 4 bytes a character: one emoji makes every character of an ASCII text 4 bytes wide) and the value
+# parsed from it (up to 7 bytes per byte for a list of token ids). Measured with tracemalloc: peaks of
+# 2, 8 and 7 bytes per byte for an ASCII text, an ASCII text with one emoji, and token ids.
+LINE_PEAK_FACTOR = 10
+ROW_OVERHEAD = 600  # the Row, its dict and id: 581 bytes measured for a row of 26 bytes
+
+
+def held_bytes(value) -> int:
+    """About what a parsed JSON value holds in memory: sys.getsizeof of it and of everything in it (a
+    small int counted although Python shares it). Without recursion: JSON nests deep."""
+    size, waiting = 0, [value]
+    while waiting:
+        item = waiting.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            waiting.extend(item.keys())
+            waiting.extend(item.values())
+        elif isinstance(item, list):
+            waiting.extend(item)
+    return size
 
 
 def read_rows(path, limit: int | None = None, memory: int | None = None) -> Iterator[Row]:
@@ -129,12 +149,20 @@ def read_rows(path, limit: int | None = None, memory: int | None = None) -> Iter
     line's `\\r\\n` ending is taken as `\\n`. Duplicate ids are marked here: the first line with an id
     keeps it, each later one gets an error naming that first line.
 
-    The job holds every row while it runs: once the rows read would need more than `memory` bytes
-    (default: what this process may allocate), or a line is longer than that allows, an InputError
-    stops the job before anything is allocated for them."""
+    The job holds every row while it runs. A line is read only if parsing it fits in `memory` bytes
+    (default: what this process may allocate) beside the rows read before it, and each row is charged
+    what it holds: once a line does not fit, an InputError naming it stops the job before anything is
+    allocated for it."""
     first_line: dict[str, int] = {}
     budget = memory_limit() if memory is None else memory
     spent = 0
+
+    def too_much(number: int) -> InputError:
+        return InputError(
+            f"{path}: line {number}: the rows up to here need more than the {format_bytes(budget)} of memory "
+            "this process can have (a job holds all its rows): split the input into several jobs"
+        )
+
     try:
         file = open(path, "rb")  # noqa: SIM115 (closed below; the generator keeps it open between rows)
     except OSError as error:
@@ -144,23 +172,28 @@ def read_rows(path, limit: int | None = None, memory: int | None = None) -> Iter
         for number in itertools.count(1):
             if limit is not None and index >= limit:
                 return
-            longest = max(0, budget - spent - ROW_OVERHEAD) // ROW_BYTES_FACTOR
+            longest = max(0, budget - spent - ROW_OVERHEAD) // LINE_PEAK_FACTOR
             try:
                 data = file.readline(longest + 1)
             except OSError as error:
                 raise GPT2Error(f"{path}: cannot read the file ({error.strerror or error})") from None
+            except MemoryError:  # the estimate fell short: still one line, not a traceback
+                raise too_much(number) from None
             if not data:
                 return
-            spent += ROW_BYTES_FACTOR * len(data) + ROW_OVERHEAD
-            if len(data) > longest or spent > budget:
-                raise InputError(
-                    f"{path}: line {number}: the rows up to here need more than the {format_bytes(budget)} of memory "
-                    "this process can have (a job holds all its rows): split the input into several jobs"
-                )
+            if len(data) > longest:
+                raise too_much(number)
             data = data.rstrip(b"\n").rstrip(b"\r")
             if not data.strip():
                 continue
-            row = parse_row(data, index, number)
+            try:
+                row = parse_row(data, index, number)
+            except MemoryError:
+                raise too_much(number) from None
+            del data
+            spent += ROW_OVERHEAD + held_bytes(row.id) + held_bytes(row.fields)
+            if spent > budget:
+                raise too_much(number)
             if row.error is None:
                 earlier = first_line.setdefault(row.key, number)
                 if earlier != number:
