@@ -36,7 +36,7 @@ def add_dtype_argument(parser) -> None:
         "--dtype",
         choices=DTYPES,
         default=None,
-        help=f"precision of the weight matrices in memory, arithmetic in float32 at each ({choices}). "
+        help=f"precision of the weight matrices in memory, arithmetic in float32 at each ({choices.replace('%', '%%')}). "
         "Default: float32, or int8 for a directory written by `gpt2 quantize` (docs/speed.md)",
     )
 

@@ -58,7 +58,8 @@ def fill_rows(dtype: str, name: str, arrays: list[np.ndarray], start: int, rows:
     if dtype == "float32":
         arrays[0][start:end] = rows
     elif dtype == "float16":
-        half = rows.astype(np.float16)
+        with np.errstate(over="ignore"):  # said below, in words
+            half = rows.astype(np.float16)
         if not np.isfinite(half).all() and np.isfinite(rows).all():
             biggest = float(np.abs(rows).max())
             raise CheckpointError(

@@ -103,7 +103,7 @@ def read_header(path: Path) -> tuple[dict, int]:
         return json.loads(f.read(size)), 8 + size
 
 
-CHUNK_ELEMENTS = 1 << 22  # tensors converted on the way in (widened, rounded, quantized): 4M values at a time
+CHUNK_ELEMENTS = 1 << 20  # tensors converted on the way in (widened, rounded, quantized): 1M values at a time
 ALIGNMENT = 64  # bytes: each tensor starts on a cache line
 HUGE_PAGE = 2 << 20
 
@@ -183,7 +183,7 @@ def read_float32(f, dtype: str, count: int, path: Path, name: str) -> np.ndarray
     read_exactly(f, raw, path, name)
     if dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32)
+    return raw if dtype == "F32" else raw.astype(np.float32)
 
 
 def float32_row_chunks(path: Path, name: str, entry: dict, data_start: int, rows_at_once: int = 0):

@@ -35,7 +35,7 @@ DESCRIPTIONS = {
     "float32": "4 bytes per weight, exact (the default)",
     "bfloat16": "2 bytes, ~2x faster decoding, 8-bit mantissa (a bfloat16 file keeps its values)",
     "float16": "2 bytes, ~2x faster decoding, 11-bit mantissa (a float16 file keeps its values)",
-    "int8": "34/32 bytes (q8_0 blocks of 32 with a scale), ~3.5x faster decoding, perplexity +0.1% or less",
+    "int8": "36/32 bytes (q8_0: blocks of 32 int8 weights with a float32 scale), ~3x faster decoding, perplexity +0.1% or less",
 }
 
 # Checkpoint names of the matrices a precision applies to (the published spelling).
