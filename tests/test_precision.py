@@ -457,3 +457,15 @@ def test_loading_holds_no_float32_copy(synthetic, stored, dtype):
     extra = m["peak"] - m["base"]
     print(f"{stored} file as {dtype}: peak - base {extra / 1e6:.0f} MB, weights {m['weights'] / 1e6:.0f} MB")
     assert extra <= m["weights"] + 40e6
+
+
+def test_speed_page_example(monkeypatch, tiny_model_dir, capsys):
+    """docs/speed.md's example runs (from the repository root) and prints what the page says."""
+    import re
+
+    section = (REPO / "docs" / "speed.md").read_text(encoding="utf-8").split("## Precisions", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    exec(compile(code, "docs/speed.md", "exec"), {})
+    shown = re.search(r"# (\w+ \d+) \(", code).group(1)  # type: ignore[union-attr]
+    assert capsys.readouterr().out.strip() == shown

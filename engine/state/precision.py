@@ -12,8 +12,9 @@ kernels widen each weight to float32 in registers and accumulate in float32 (ker
     bfloat16  2 bytes              float32 with the low 16 bits of the mantissa rounded away
                                    (8 bits of precision, float32's range)
     float16   2 bytes              IEEE half (11 bits of precision, values up to 65504)
-    int8      34/32 bytes          q8_0: blocks of 32 weights along the input dimension, each
-                                   32 int8 values and one scale (llama.cpp's Q8_0)
+    int8      36/32 bytes          q8_0: blocks of 32 weights along the input dimension, each
+                                   32 int8 values and one float32 scale (llama.cpp's Q8_0, whose
+                                   scale is float16: 34/32)
 
 A bfloat16 or float16 file loaded at its own precision keeps its values as they are; any other
 combination rounds (float32 to 16 bits, to nearest even) or quantizes once, at load time.
@@ -28,7 +29,7 @@ from ..base.errors import InputError
 DTYPES = ("float32", "bfloat16", "float16", "int8")
 DEFAULT_DTYPE = "float32"
 
-BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "int8": 34 / 32}
+BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "int8": 36 / 32}  # int8: a float32 scale per 32
 
 # What each precision costs and gives, for `--dtype`'s help and error messages (figures: docs/speed.md).
 DESCRIPTIONS = {
