@@ -67,7 +67,7 @@ def unembed(x, lm_head):  # [..., C] -> [..., V]
 
 def embed(wte, ids):  # [...] -> [..., C]
     # The rows of the token embeddings, as float32 at any precision (kernels/formats.py).
-    return kernels.gather_rows(wte, ids)  # [..., C]
+    return kernels.rows(wte, ids)  # [..., C]
 
 
 def split_heads(x, n_head: int):  # [B, T, C] -> [B, H, T, D]

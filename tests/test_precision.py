@@ -25,7 +25,7 @@ from engine import GPT2, CheckpointError, InputError, OutputError
 from engine.base.config import GPT2Config
 from engine.state.formats import dense, dtype_of
 from engine.state.precision import DTYPES
-from engine.state.quantized import BLOCK_SIZE, dequantize_rows, scales_name
+from engine.state.quantized import BLOCK_SIZE, dequantize_stored, scales_name
 from engine.state.synthetic import write_checkpoint
 from engine.state.weights import state_dict_of
 
@@ -213,11 +213,13 @@ def test_quantized_file_layout(quantized_dir, small_models):
     w = matrices(small_models["float32"])
     for name, weight in w.items():
         q, scales = tensors[name], tensors[scales_name(name)]
-        assert q.dtype == np.int8 and q.shape == weight.shape
-        assert scales.dtype == np.float32
-        axis = 1 if name == "wte.weight" else 0
-        restored = dequantize_rows(q, scales, axis)  # the layout as docs/speed.md states it
-        assert np.array_equal(restored, dense(matrices(small_models["int8"])[name])), name
+        by_input = weight if name != "wte.weight" else weight.T  # [K, M]: the input dimension first
+        assert q.dtype == np.int8 and q.shape == by_input.shape, name
+        assert scales.dtype == np.float32 and scales.shape == (-(-by_input.shape[0] // 32), by_input.shape[1])
+        restored = dequantize_stored(q, scales)  # w[k, j] = q[k, j] * scales[k // 32, j], as docs/speed.md states
+        int8 = dense(matrices(small_models["int8"])[name])  # what the model multiplies by
+        assert np.array_equal(restored, int8.T if name == "wte.weight" else int8), name
+        assert np.abs(restored - by_input).max() <= scales.max() / 2 * (1 + 1e-4), name
     for name, a in rest(small_models["float32"]).items():
         assert np.array_equal(tensors[name], a), name
     assert json.loads((quantized_dir / "config.json").read_text())["n_embd"] == CONFIG.n_embd

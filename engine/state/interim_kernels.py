@@ -1,7 +1,11 @@
-"""INTERIM, removed when kernels/ gains its weight formats (issue 12, the kernels branch): the
-same names in NumPy, so the engine side can be built and tested before they land."""
+"""INTERIM, removed when the kernels branch commits kernels/formats.py (issue 12): the names of its
+API (BFloat16Matrix, Q8Matrix, quantize_q8, dequantize, format_name, rows, and linear /
+matmul_transposed taking any format) in plain NumPy, so the engine side can be built and tested
+before they land."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,103 +15,89 @@ from kernels import KernelWarmUp, layer_norm  # noqa: F401
 Q8_BLOCK = 32
 
 
-def bfloat16_bits(x: np.ndarray) -> np.ndarray:
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-
-
+@dataclass(frozen=True, eq=False)
 class BFloat16Matrix:
-    def __init__(self, bits: np.ndarray):
-        self.bits = bits
-        self.shape = bits.shape
-        self.nbytes = bits.nbytes
-
-    def to_float32(self) -> np.ndarray:
-        return (self.bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def _scales_shape(shape, axis):
-    out = list(shape)
-    out[axis] = -(-shape[axis] // Q8_BLOCK)
-    return tuple(out)
-
-
-class Q8Matrix:
-    def __init__(self, q, scales, axis):
-        self.q, self.scales, self.axis = q, scales, axis
-        self.shape = q.shape
-        self.nbytes = q.nbytes + scales.nbytes
-
-    @staticmethod
-    def layout(shape, axis):
-        return [(tuple(shape), np.int8), (_scales_shape(shape, axis), np.float32)]
+    bits: np.ndarray
 
     @classmethod
-    def from_arrays(cls, q, scales, axis):
-        return cls(q, scales, axis)
-
-    @staticmethod
-    def quantize_rows_into(arrays, start, rows, axis):
-        q, scales = arrays
-        end = start + len(rows)
-        if axis == 0:
-            n = len(rows)
-            pad = -n % Q8_BLOCK
-            padded = np.concatenate([rows, np.zeros((pad, rows.shape[1]), np.float32)]) if pad else rows
-            blocks = padded.reshape(-1, Q8_BLOCK, rows.shape[1])
-            d = np.abs(blocks).max(axis=1) / 127  # [nb, M]
-            inv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
-            qq = np.rint(blocks * inv[:, None, :]).astype(np.int8).reshape(-1, rows.shape[1])[:n]
-            q[start:end] = qq
-            scales[start // Q8_BLOCK : start // Q8_BLOCK + len(d)] = d
-        else:
-            C = rows.shape[1]
-            pad = -C % Q8_BLOCK
-            padded = np.concatenate([rows, np.zeros((len(rows), pad), np.float32)], axis=1) if pad else rows
-            blocks = padded.reshape(len(rows), -1, Q8_BLOCK)
-            d = np.abs(blocks).max(axis=2) / 127
-            inv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
-            q[start:end] = np.rint(blocks * inv[:, :, None]).astype(np.int8).reshape(len(rows), -1)[:, :C]
-            scales[start:end] = d
-
-    @staticmethod
-    def fill_from_file_layout(arrays, q, scales, axis):
-        arrays[0][...] = q
-        arrays[1][...] = scales
-
-    def file_layout(self):
-        return self.q, self.scales
+    def from_float32(cls, w):
+        bits = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
+        return cls(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16))
 
     def to_float32(self):
-        r = np.repeat(self.scales, Q8_BLOCK, axis=self.axis)
-        r = r[: self.shape[0]] if self.axis == 0 else r[:, : self.shape[1]]
-        return self.q * r
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+    @property
+    def shape(self):
+        return self.bits.shape
+
+    @property
+    def nbytes(self):
+        return self.bits.nbytes
 
 
-def dequantize(m) -> np.ndarray:
-    if isinstance(m, np.ndarray):
-        return m.astype(np.float32)
-    return m.to_float32()
+@dataclass(frozen=True, eq=False)
+class Q8Matrix:
+    quants: np.ndarray  # int8 [K, M], the input dimension first
+    scales: np.ndarray  # float32 [ceil(K/32), M]
+    input_axis: int = 0
+
+    @property
+    def shape(self):
+        K, M = self.quants.shape
+        return (K, M) if self.input_axis == 0 else (M, K)
+
+    @property
+    def nbytes(self):
+        return self.quants.nbytes + self.scales.nbytes
 
 
-def _dense(m):
-    return m if isinstance(m, np.ndarray) and m.dtype == np.float32 else dequantize(m)
+def quantize_q8(w, input_axis=0):
+    w = np.asarray(w, dtype=np.float32)
+    by_input = w if input_axis == 0 else w.T
+    K, M = by_input.shape
+    blocks = -(-K // Q8_BLOCK)
+    padded = np.zeros((blocks * Q8_BLOCK, M), dtype=np.float32)
+    padded[:K] = by_input
+    scales = (np.abs(padded.reshape(blocks, Q8_BLOCK, M)).max(axis=1) / np.float32(127)).astype(np.float32)
+    safe = np.where(scales > 0, scales, np.float32(1))
+    quants = np.clip(np.rint(by_input / np.repeat(safe, Q8_BLOCK, axis=0)[:K]), -127, 127).astype(np.int8)
+    return Q8Matrix(np.ascontiguousarray(quants), np.ascontiguousarray(scales), input_axis)
+
+
+def dequantize(m):
+    if isinstance(m, Q8Matrix):
+        K = m.quants.shape[0]
+        by_input = m.quants.astype(np.float32) * np.repeat(m.scales, Q8_BLOCK, axis=0)[:K]
+        return by_input if m.input_axis == 0 else np.ascontiguousarray(by_input.T)
+    if isinstance(m, BFloat16Matrix):
+        return m.to_float32()
+    return m if m.dtype == np.float32 else m.astype(np.float32)
+
+
+def format_name(m):
+    if isinstance(m, Q8Matrix):
+        return "int8"
+    if isinstance(m, BFloat16Matrix):
+        return "bfloat16"
+    return str(m.dtype)
+
+
+def rows(table, ids):
+    ids = np.asarray(ids)
+    if isinstance(table, Q8Matrix):
+        flat = ids.reshape(-1)
+        K = table.quants.shape[0]
+        values = table.quants[:, flat].astype(np.float32) * np.repeat(table.scales[:, flat], Q8_BLOCK, axis=0)[:K]
+        return np.ascontiguousarray(values.T).reshape(ids.shape + (K,))
+    if isinstance(table, BFloat16Matrix):
+        return (table.bits[ids].astype(np.uint32) << 16).view(np.float32)
+    return table[ids].astype(np.float32)
 
 
 def linear(x, weight, bias):
-    return _k.linear(x, _dense(weight), bias)
+    return _k.linear(x, dequantize(weight), bias)
 
 
 def matmul_transposed(x, table):
-    return _k.matmul_transposed(x, _dense(table))
-
-
-def gather_rows(table, ids):
-    if isinstance(table, np.ndarray):
-        return table[ids].astype(np.float32, copy=False)
-    flat = np.asarray(ids).reshape(-1)
-    if isinstance(table, BFloat16Matrix):
-        rows = (table.bits[flat].astype(np.uint32) << 16).view(np.float32)
-    else:
-        rows = Q8Matrix(table.q[flat], table.scales[flat], 1).to_float32()
-    return rows.reshape(*np.shape(ids), table.shape[1])
+    return _k.matmul_transposed(x, dequantize(table))

@@ -6,11 +6,16 @@ names come in two spellings, both accepted: the published files say `h.0.attn.c_
 buffers `h.{i}.attn.bias` / `h.{i}.attn.masked_bias` are constants, not weights: skipped.
 
 Weights become float32: F32 as stored, F16 widened, BF16 widened exactly (a bfloat16 is the top
-half of a float32, so the conversion is a 16-bit shift).
+half of a float32, so the conversion is a 16-bit shift). With `dtype` bfloat16, float16 or int8,
+the weight matrices are kept at that precision instead (engine/state/precision.py says which,
+engine/state/formats.py how): a 16-bit file at its own precision as stored, anything else
+rounded or quantized a chunk of rows at a time. A file written by `gpt2 quantize` holds int8
+values and scales (engine/state/quantized.py).
 
 Memory: all weights live in one block (`WeightArena`), and every tensor is an array view into it.
-F32 bytes are read from the file straight into their place (no temporary, so loading never holds
-two copies of anything); F16 and BF16 are widened a slice at a time. The block is anonymous
+Bytes already in the precision kept are read from the file straight into their place (no
+temporary, so loading never holds two copies of anything); anything converted goes through
+chunks of 1M values. The block is anonymous
 memory advised to the kernel as huge pages (2 MiB instead of 4 KiB): decoding streams all of it
 for every token, and with huge pages that stream crosses 512x fewer page boundaries, so the
 hardware prefetchers and the TLB keep up (docs/speed.md).
@@ -41,7 +46,7 @@ from .quantized import (
     check_one_scheme,
     check_quantized_tensors,
     check_scales,
-    dequantize_rows,
+    dequantize_stored,
     quantization_of,
     scales_name,
 )
@@ -310,16 +315,21 @@ def load_state_dict(
             raise CheckpointError(f"{described}: missing tensor {name!r}")
         path, stored = where[name]
         found_dtype, found = info[name]
+        if quantized and is_matrix(name):
+            check_quantized_tensors(path, name, stored, info, shape)
+            continue
+        if found_dtype == "I8":  # before its shape, which is a q8_0 file's (the metadata is what is missing)
+            raise CheckpointError(
+                f"{path}: tensor {stored!r} has dtype I8; supported: {', '.join(SUPPORTED_DTYPES)} "
+                "(int8 tensors only in a file written by `gpt2 quantize`, whose metadata names the scheme)"
+            )
         if found != shape:
             raise CheckpointError(
                 f"{path}: tensor {stored!r} has shape {list(found)} but config.json implies {list(shape)}"
             )
-        if quantized and is_matrix(name):
-            check_quantized_tensors(path, name, stored, info, shape)
-        elif found_dtype not in SUPPORTED_DTYPES:
-            hint = " (int8 tensors only in a file written by `gpt2 quantize`)" if found_dtype == "I8" else ""
+        if found_dtype not in SUPPORTED_DTYPES:
             raise CheckpointError(
-                f"{path}: tensor {stored!r} has dtype {found_dtype}; supported: {', '.join(SUPPORTED_DTYPES)}{hint}"
+                f"{path}: tensor {stored!r} has dtype {found_dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
             )
     # An lm_head beside tied embeddings is a copy of wte: Hugging Face ignores it too.
     scales = {scales_name(n) for n in expected} if quantized else set()
@@ -360,26 +370,31 @@ F32 = np.dtype(np.float32)
 
 
 def read_quantized(path: Path, name: str, entries: tuple[dict, dict], data_start: int, dtype: str, arrays) -> None:
-    """Matrix `name` of a q8_0 file (entries: the header of its int8 values and of its scales)
-    into `arrays`: as int8 for dtype int8, dequantized a chunk of rows at a time for float32."""
+    """Matrix `name` of a q8_0 file (entries: the header of its quants and of its scales) into
+    `arrays`: in place for int8 (the file's layout is the memory's); for float32, dequantized a
+    chunk at a time into the checkpoint's layout."""
     values, scales_entry = entries
-    scales = np.empty(tuple(scales_entry["shape"]), dtype=np.float32)
+    int8 = dtype == "int8"
+    scales = arrays[1] if int8 else np.empty(tuple(scales_entry["shape"]), dtype=np.float32)
+    quants = arrays[0] if int8 else np.empty(tuple(values["shape"]), dtype=np.int8)
     with open(path, "rb", buffering=0) as f:
         f.seek(data_start + scales_entry["data_offsets"][0])
         read_exactly(f, scales, path, scales_name(name))
-    check_scales(path, name, scales)
-    q = np.empty(tuple(values["shape"]), dtype=np.int8)
-    with open(path, "rb", buffering=0) as f:
+        check_scales(path, name, scales)
         f.seek(data_start + values["data_offsets"][0])
-        read_exactly(f, q, path, name)
-    if dtype == "int8":
-        formats.fill_quantized(name, arrays, q, scales)
+        read_exactly(f, quants, path, name)
+    if int8:
         return
-    axis, out = input_axis(name), arrays[0]
-    step = max(BLOCK_SIZE, CHUNK_ELEMENTS // max(1, q.shape[1]) // BLOCK_SIZE * BLOCK_SIZE)
-    for start in range(0, q.shape[0], step):
-        rows = slice(start, start + step)
-        out[rows] = dequantize_rows(q[rows], scales[start // BLOCK_SIZE :] if axis == 0 else scales[rows], axis)
+    out, K = arrays[0], quants.shape[0]
+    if input_axis(name) == 0:  # [in, out]: blocks of rows
+        step = max(BLOCK_SIZE, CHUNK_ELEMENTS // max(1, quants.shape[1]) // BLOCK_SIZE * BLOCK_SIZE)
+        for start in range(0, K, step):
+            out[start : start + step] = dequantize_stored(quants[start : start + step], scales[start // BLOCK_SIZE :])
+    else:  # wte [V, C] from quants [C, V]: bands of columns
+        step = max(1, CHUNK_ELEMENTS // max(1, K))
+        for start in range(0, quants.shape[1], step):
+            band = slice(start, start + step)
+            out[band] = dequantize_stored(quants[:, band], scales[:, band]).T
 
 
 def _check_layers(described: Path, where: dict, config: GPT2Config) -> None:

@@ -13,15 +13,15 @@ model.safetensors, format version 1 (a safetensors file: any safetensors reader 
       "gpt2_engine.format_version": "1"
 - each matrix NAME that a precision applies to (h.{i}.attn.c_attn.weight, h.{i}.attn.c_proj.weight,
   h.{i}.mlp.c_fc.weight, h.{i}.mlp.c_proj.weight, wte.weight, and lm_head.weight when untied) is
-  two tensors:
-      NAME          I8, the checkpoint's shape ([in, out] for a Conv1D weight, [V, C] for wte): q
-      NAME.scales   F32, that shape with the input axis divided by 32, rounded up:
-                    [ceil(in/32), out] for a Conv1D weight, [V, ceil(C/32)] for wte
-  and the weight is w = q x the scale of its block of 32 along the input axis (where a product
-  sums, so that one scale multiplies a whole partial dot product):
-      Conv1D: w[k, j] = q[k, j] * scales[k // 32, j]     wte: w[v, c] = q[v, c] * scales[v, c // 32]
-  Each block's scale is max|w| / 127 over its 32 weights and q = round(w / scale), as llama.cpp's
-  Q8_0 (which stores the scale as float16; here it is float32).
+  two tensors, with the input dimension (the one a product sums over) first, K of it:
+      NAME          I8 [K, M]: the quants q. A Conv1D weight as the checkpoint stores it,
+                    [in, out]; wte [V, C] transposed, [C, V]
+      NAME.scales   F32 [ceil(K/32), M]: one scale per 32 consecutive weights along K
+  and the weight is w = q x the scale of its block (the last block of K % 32, if any, is short):
+      w[k, j] = q[k, j] * scales[k // 32, j]     (for wte: wte[v, c] = q[c, v] * scales[c // 32, v])
+  Each block's scale is max|w| / 127 over its weights and q = round(w / scale) (ties to even),
+  as llama.cpp's Q8_0 (which stores the scale as float16; here it is float32). This is the
+  engine's own layout in memory (kernels/formats.py `Q8Matrix`), so loading reads it in place.
 - every other tensor (biases, LayerNorm weights, wpe) F32 under its usual name.
 
 A file whose metadata names another scheme, block size or version, or whose tensors disagree with
@@ -40,7 +40,8 @@ import numpy as np
 
 from ..base.errors import CheckpointError, OutputError
 from ..base.files import check_destination, what_is_at, write_atomically
-from .precision import input_axis, is_matrix
+from .formats import scales_shape, stored_shape
+from .precision import is_matrix
 
 SCHEME_KEY = "gpt2_engine.quantization"
 BLOCK_KEY = "gpt2_engine.block_size"
@@ -62,14 +63,6 @@ COPIED_FILES = (
 
 def scales_name(name: str) -> str:
     return f"{name}.scales"
-
-
-def scales_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of matrix `name`'s scales: its own with the input axis divided by 32, rounded up."""
-    axis = input_axis(name)
-    out = list(shape)
-    out[axis] = -(-shape[axis] // BLOCK_SIZE)
-    return tuple(out)
 
 
 def quantization_of(path: Path, metadata: dict | None) -> str | None:
@@ -105,10 +98,16 @@ def check_one_scheme(schemes: dict[Path, str | None]) -> str | None:
 
 
 def check_quantized_tensors(path: Path, name: str, stored: str, info: dict, shape: tuple[int, ...]) -> None:
-    """A quantized matrix must be I8 of its own shape, with its scales beside it in float32."""
-    dtype, _ = info[name]
+    """A quantized matrix must be I8 [K, M] (the input dimension first), with its scales beside it
+    in float32 [ceil(K/32), M]. `shape` is the matrix's shape in the checkpoint."""
+    dtype, found = info[name]
     if dtype != "I8":
         raise CheckpointError(f"{path}: tensor {stored!r} has dtype {dtype}; a q8_0 file holds its matrices as I8")
+    if found != stored_shape(name, shape):
+        raise CheckpointError(
+            f"{path}: tensor {stored!r} has shape {list(found)} but config.json implies "
+            f"{list(stored_shape(name, shape))} (q8_0: the input dimension first)"
+        )
     scales = scales_name(name)
     if scales not in info:
         raise CheckpointError(f"{path}: missing tensor {scales!r} (the q8_0 scales of {stored!r})")
@@ -215,8 +214,7 @@ def _umask() -> int:
     return umask
 
 
-def dequantize_rows(q: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
-    """float32 weights of q8_0 rows in the file's layout: q int8 and their scales (see above)."""
-    if axis == 0:  # [in, out]: row k's scales are scales[k // 32]
-        return q * np.repeat(scales, BLOCK_SIZE, axis=0)[: q.shape[0]]
-    return q * np.repeat(scales, BLOCK_SIZE, axis=1)[:, : q.shape[1]]
+def dequantize_stored(quants: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 [K, M] of q8_0 quants [K, M] and their scales [ceil(K/32), M] (the layout above);
+    rows of quants may start anywhere a block starts."""
+    return quants * np.repeat(scales, BLOCK_SIZE, axis=0)[: len(quants)]
