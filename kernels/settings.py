@@ -18,8 +18,11 @@ ELEMENTWISE = FMA_ONLY  # exp and GELU: an element's result does not depend on i
 ROW_SUMS = {"reassoc", "contract", "nsz"}  # LayerNorm: sums over a row in vector lanes
 DOT_PRODUCTS = {"reassoc", "contract", "nsz", "arcp"}  # matrix products and attention
 
-# Multiply-adds (rows x weights for a product; B*H*T*S*D for attention) below which one thread works.
+# Multiply-adds (B*H*T*S*D) below which attention runs on one thread.
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 19
+# Weights of a matrix below which a few-rows product runs on one thread (the matrix alone decides:
+# a product's result is the same on any number of threads, and so is the choice for every batch).
+PARALLEL_MIN_WEIGHTS = 1 << 19
 PARALLEL_MIN_ELEMENTS = 1 << 18  # GELU: one decode step's few thousand elements stay on one thread
 PARALLEL_MIN_ROWS = 64  # LayerNorm: a decode step's few rows stay on one thread
 
