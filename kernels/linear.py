@@ -124,7 +124,8 @@ def _linear_few_rows_serial(x, weight, bias, out):
     _linear_columns(x, weight, bias, out, 0, weight.shape[1])
 
 
-@njit(inline="always", fastmath=DOT_PRODUCTS)
+# not inlined: one machine code for both twins (batch invariance, kernels/settings.py)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
 def _dot_table_rows(x, table, v_begin, v_end, out):
     """out[n, v] = x[n] . table[v] for every row n and v in [v_begin, v_end).
 
@@ -166,7 +167,8 @@ def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C]
 
 @njit(fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows_serial(x, table, out):
-    _dot_table_rows(x, table, 0, table.shape[0], out)
+    V = table.shape[0]  # the bounds as int64 (a literal 0 would compile a second _dot_table_rows)
+    _dot_table_rows(x, table, band_edge(0, 1, V, TABLE_ROW_GROUP), band_edge(1, 1, V, TABLE_ROW_GROUP), out)
 
 
 def _threads_for(weights: np.ndarray) -> int:

@@ -7,6 +7,13 @@ Fast-math flags (LLVM's names; each kernel takes the set it needs):
     arcp       multiply by a reciprocal instead of dividing.
 No flag assumes away NaN or infinity: a NaN in the weights stays visible in the output.
 
+Batch invariance: a row's result must not depend on the other rows of its batch, nor on the
+threads (tests/test_batch_invariance.py). With `reassoc`, LLVM picks the order of a sum when it
+vectorises a loop, and it may pick differently each time the loop is compiled into another kernel
+(the serial and the parallel twin of one kernel gave different attention sums). So a loop body
+that sums under `reassoc` is its own `@njit` function, not `inline="always"`: it is optimised once,
+on its own, and both twins call that one machine code.
+
 A parallel kernel wakes the worker threads and ends in a barrier that waits for all of them; below
 these sizes the work is smaller than that cost and the kernel runs on the calling thread. The
 thresholds are read at call time, so a test can set them to 0 to run every parallel twin.
