@@ -35,17 +35,19 @@ from numba import njit, prange
 
 from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
+from .formats import Weight, dequantize
 from .settings import DOT_PRODUCTS, FMA_ONLY
 
 
-def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K]; weight: float32 [K, M]; bias: float32 [M] -> float32 [N, M]."""
-    return x @ weight + bias
+def linear_reference(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K]; weight [K, M] in any format (kernels/formats.py); bias: float32 [M]
+    -> float32 [N, M]: the weight dequantized to float32, then multiplied."""
+    return x @ dequantize(weight) + bias
 
 
-def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C]; table: float32 [V, C] -> x @ table.T, float32 [N, V]."""
-    return x @ table.T
+def matmul_transposed_reference(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C]; table [V, C] in any format -> x @ table.T, float32 [N, V]."""
+    return x @ dequantize(table).T
 
 
 COLUMN_ALIGN = 16  # float32 per 64-byte cache line: a thread's band of columns starts on a line
@@ -262,13 +264,21 @@ def _blas_in_row_blocks(
         out += bias
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
+def linear(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M].
+
+    weight: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 0), kernels/formats.py."""
+    if not (isinstance(weight, np.ndarray) and weight.dtype == np.float32):
+        weight = dequantize(weight)  # (skeleton: the streaming kernels for each format follow)
     return _product(x, weight, False, bias)
 
 
-def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
+def matmul_transposed(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored.
+
+    table: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 1), kernels/formats.py."""
+    if not (isinstance(table, np.ndarray) and table.dtype == np.float32):
+        table = dequantize(table)
     return _product(x, table, True, None)
 
 
