@@ -35,111 +35,151 @@ from numba import njit, prange
 
 from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
-from .settings import DOT_PRODUCTS
+from .formats import Weight, dequantize
+from .settings import DOT_PRODUCTS, FMA_ONLY
 
 
-def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K]; weight: float32 [K, M]; bias: float32 [M] -> float32 [N, M]."""
-    return x @ weight + bias
+def linear_reference(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K]; weight [K, M] in any format (kernels/formats.py); bias: float32 [M]
+    -> float32 [N, M]: the weight dequantized to float32, then multiplied."""
+    return x @ dequantize(weight) + bias
 
 
-def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C]; table: float32 [V, C] -> x @ table.T, float32 [N, V]."""
-    return x @ table.T
+def matmul_transposed_reference(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C]; table [V, C] in any format -> x @ table.T, float32 [N, V]."""
+    return x @ dequantize(table).T
 
 
-@njit(inline="always", fastmath=DOT_PRODUCTS)
-def _accumulate_rows(x, weight, k_begin, k_end, acc):
-    """acc[N, M] += x[:, k] * weight[k, :] for k in [k_begin, k_end).
+COLUMN_ALIGN = 16  # float32 per 64-byte cache line: a thread's band of columns starts on a line
+ROW_TILE_COLUMNS = 512  # with several rows, columns are taken this many at a time (accumulators stay in L1)
+TABLE_ROW_GROUP = 4  # output-layer rows taken together (each load of an x row serves four dot products)
 
-    One row (N = 1) is a pure stream: one weight row at a time. With more rows the weights are
-    re-read from cache N times and the arithmetic starts to count, so four weight rows are
-    combined per pass over acc (a quarter of the accumulator loads and stores; docs/speed.md).
+
+@njit(inline="always")
+def band_edge(p, parts, size, align):
+    """Start of band p of `parts` over [0, size): evenly split, rounded down to a multiple of `align`."""
+    if p >= parts:
+        return size
+    return (p * size // parts) // align * align
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _linear_columns(x, weight, bias, out, j_begin, j_end):
+    """out[:, j] = bias[j] + sum over k, in order, of x[:, k] * weight[k, j], for j in [j_begin, j_end).
+
+    Each output is one running sum, bias first, then one fused multiply-add per k in increasing
+    k: the same operations in the same order whatever the number of rows, the band of columns or
+    the thread (`FMA_ONLY`: no reordering). The loops only choose what is in cache: with one row
+    the weight rows stream through (a pure sequential read), with several the columns are taken a
+    tile at a time so that the rows' accumulators stay in L1 while each weight row is read once for
+    all of them; four weight rows per pass over the accumulators (a quarter of their loads and
+    stores).
     """
-    N, M = acc.shape
-    k = k_begin
-    if N > 1:
-        while k + 4 <= k_end:
-            for n in range(N):
-                x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
-                for j in range(M):
-                    acc[n, j] += (
-                        x0 * weight[k, j] + x1 * weight[k + 1, j] + x2 * weight[k + 2, j] + x3 * weight[k + 3, j]
-                    )
-            k += 4
-    while k < k_end:
-        for n in range(N):
-            xk = x[n, k]
-            for j in range(M):
-                acc[n, j] += xk * weight[k, j]
-        k += 1
-
-
-@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
-def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
     N, K = x.shape
+    tile = j_end - j_begin if N == 1 else ROW_TILE_COLUMNS
+    for t_begin in range(j_begin, j_end, max(tile, 1)):
+        t_end = min(t_begin + tile, j_end)
+        width = t_end - t_begin
+        # 1-D views of the tile, looped from 0: LLVM vectorises these loops (with 2-D indexing at a
+        # run-time column offset it kept them scalar)
+        b = bias[t_begin:t_end]
+        for n in range(N):
+            o = out[n, t_begin:t_end]
+            for j in range(width):
+                o[j] = b[j]
+        k = 0
+        while k + 4 <= K:
+            w0, w1 = weight[k, t_begin:t_end], weight[k + 1, t_begin:t_end]
+            w2, w3 = weight[k + 2, t_begin:t_end], weight[k + 3, t_begin:t_end]
+            for n in range(N):
+                o = out[n, t_begin:t_end]
+                x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+                for j in range(width):
+                    a = o[j]
+                    a += x0 * w0[j]
+                    a += x1 * w1[j]
+                    a += x2 * w2[j]
+                    a += x3 * w3[j]
+                    o[j] = a
+            k += 4
+        while k < K:
+            w0 = weight[k, t_begin:t_end]
+            for n in range(N):
+                o = out[n, t_begin:t_end]
+                xk = x[n, k]
+                for j in range(width):
+                    o[j] += xk * w0[j]
+            k += 1
+
+
+@njit(parallel=True, fastmath=FMA_ONLY, cache=True)
+def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
     M = weight.shape[1]
-    partial = np.zeros((parts, N, M), dtype=np.float32)  # one [N, M] accumulator per thread
-    for p in prange(parts):
-        _accumulate_rows(x, weight, p * K // parts, (p + 1) * K // parts, partial[p])
-    for n in range(N):
-        for j in range(M):
-            total = bias[j]
-            for p in range(parts):
-                total += partial[p, n, j]
-            out[n, j] = total
+    for p in prange(parts):  # thread p: a band of whole columns (outputs), never a share of K
+        _linear_columns(
+            x, weight, bias, out, band_edge(p, parts, M, COLUMN_ALIGN), band_edge(p + 1, parts, M, COLUMN_ALIGN)
+        )
 
 
-@njit(fastmath=DOT_PRODUCTS, cache=True)
+@njit(fastmath=FMA_ONLY, cache=True)
 def _linear_few_rows_serial(x, weight, bias, out):
-    out[:] = 0
-    _accumulate_rows(x, weight, 0, x.shape[1], out)
-    for n in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            out[n, j] += bias[j]
+    _linear_columns(x, weight, bias, out, 0, weight.shape[1])
 
 
-@njit(inline="always", fastmath=DOT_PRODUCTS)
-def _dot_rows(x, table, v_begin, v_end, out):
-    """out[:, v] = x @ table[v] for v in [v_begin, v_end); four x rows share each load of table[v]."""
+# not inlined: one machine code for both twins (batch invariance, kernels/settings.py)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
+def _dot_table_rows(x, table, v_begin, v_end, out):
+    """out[n, v] = x[n] . table[v] for every row n and v in [v_begin, v_end).
+
+    The table rows go in groups of TABLE_ROW_GROUP counted from row 0 of the table (a band starts
+    on a group), and each (row n, group) is one loop over C with four running dot products, so the
+    loop that computes out[n, v] is the same whatever the number of rows or the band: results do
+    not depend on the batch or the threads. The last V % 4 table rows take a one-row loop.
+    """
     N, C = x.shape
-    for v in range(v_begin, v_end):
-        n = 0
-        while n + 4 <= N:
+    v = v_begin
+    while v + TABLE_ROW_GROUP <= v_end:
+        for n in range(N):
             dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
             for c in range(C):
-                entry = table[v, c]
-                dot0 += x[n, c] * entry
-                dot1 += x[n + 1, c] * entry
-                dot2 += x[n + 2, c] * entry
-                dot3 += x[n + 3, c] * entry
-            out[n, v], out[n + 1, v], out[n + 2, v], out[n + 3, v] = dot0, dot1, dot2, dot3
-            n += 4
-        while n < N:
+                xc = x[n, c]
+                dot0 += xc * table[v, c]
+                dot1 += xc * table[v + 1, c]
+                dot2 += xc * table[v + 2, c]
+                dot3 += xc * table[v + 3, c]
+            out[n, v], out[n, v + 1], out[n, v + 2], out[n, v + 3] = dot0, dot1, dot2, dot3
+        v += TABLE_ROW_GROUP
+    while v < v_end:
+        for n in range(N):
             dot = np.float32(0.0)
             for c in range(C):
                 dot += x[n, c] * table[v, c]
             out[n, v] = dot
-            n += 1
+        v += 1
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C], out [N, V]
     V = table.shape[0]
-    for p in prange(parts):
-        _dot_rows(x, table, p * V // parts, (p + 1) * V // parts, out)
+    for p in prange(parts):  # thread p: a band of table rows (outputs), groups kept whole
+        _dot_table_rows(
+            x, table, band_edge(p, parts, V, TABLE_ROW_GROUP), band_edge(p + 1, parts, V, TABLE_ROW_GROUP), out
+        )
 
 
 @njit(fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows_serial(x, table, out):
-    _dot_rows(x, table, 0, table.shape[0], out)
+    V = table.shape[0]  # the bounds as int64 (a literal 0 would compile a second _dot_table_rows)
+    _dot_table_rows(x, table, band_edge(0, 1, V, TABLE_ROW_GROUP), band_edge(1, 1, V, TABLE_ROW_GROUP), out)
 
 
-def _threads_for(weights: np.ndarray, rows: int) -> int:
+def _threads_for(weights: np.ndarray) -> int:
     """Every thread for a decode step's products (one thread alone streams well below the bandwidth
-    all cores reach); one below settings.PARALLEL_MIN_MULTIPLY_ADDS, where the barrier at the end
-    of a parallel region costs more than the other threads gain (tiny models)."""
-    return numba.get_num_threads() if weights.size * rows >= settings.PARALLEL_MIN_MULTIPLY_ADDS else 1
+    all cores reach); one for matrices below settings.PARALLEL_MIN_WEIGHTS, where the barrier at the
+    end of a parallel region costs more than the other threads gain (tiny models). The choice
+    depends on the matrix only, never on the rows; and since every output is computed by the same
+    operations on any thread, it does not change any result either."""
+    return numba.get_num_threads() if weights.size >= settings.PARALLEL_MIN_WEIGHTS else 1
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
@@ -224,13 +264,21 @@ def _blas_in_row_blocks(
         out += bias
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
+def linear(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M].
+
+    weight: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 0), kernels/formats.py."""
+    if not (isinstance(weight, np.ndarray) and weight.dtype == np.float32):
+        weight = dequantize(weight)  # (skeleton: the streaming kernels for each format follow)
     return _product(x, weight, False, bias)
 
 
-def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
+def matmul_transposed(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored.
+
+    table: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 1), kernels/formats.py."""
+    if not (isinstance(table, np.ndarray) and table.dtype == np.float32):
+        table = dequantize(table)
     return _product(x, table, True, None)
 
 
@@ -243,7 +291,7 @@ def _product(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray 
         _blas_in_row_blocks(x, b, b_transposed, bias, out)  # b read as stored: no transposed copy
         return out
     x = np.ascontiguousarray(x)
-    threads = _threads_for(b, N)
+    threads = _threads_for(b)
     if b_transposed:
         if threads == 1:
             _matmul_transposed_few_rows_serial(x, b, out)
