@@ -31,10 +31,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+import kernels
 from kernels import causal_attention, causal_attention_reference, gelu
 
 from .base.config import GPT2Config
-from .state import interim_kernels as kernels
 from .state.kv_cache import KVCache
 from .state.weights import AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights
 

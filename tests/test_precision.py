@@ -445,7 +445,7 @@ print(json.dumps({"base": base, "peak": peak, "weights": model.weight_bytes()}))
 @pytest.mark.parametrize(("stored", "dtype"), [("bfloat16", "bfloat16"), ("float32", "int8"), ("float32", "float16")])
 def test_loading_holds_no_float32_copy(synthetic, stored, dtype):
     """One block with the real vocabulary: wte (38.6M weights) is most of it, 154 MB as float32. The
-    load's peak over the process before it stays within the weights at their precision + 40 MB
+    load's peak over the process before it stays within the weights at their precision + 60 MB
     (a conversion works on chunks of 4 MB), far from the 154 MB a float32 copy of wte would add."""
     from engine.state.synthetic import preset_config
 
@@ -458,7 +458,7 @@ def test_loading_holds_no_float32_copy(synthetic, stored, dtype):
     m = json.loads(done.stdout)
     extra = m["peak"] - m["base"]
     print(f"{stored} file as {dtype}: peak - base {extra / 1e6:.0f} MB, weights {m['weights'] / 1e6:.0f} MB")
-    assert extra <= m["weights"] + 40e6
+    assert extra <= m["weights"] + 60e6
 
 
 def test_speed_page_example(monkeypatch, tiny_model_dir, capsys):

@@ -37,7 +37,7 @@ from ..base.config import GPT2Config
 from ..base.errors import InputError
 from ..base.numeric import log_softmax, softmax
 from ..model import attention_scale, embed, layer_norm, linear, merge_heads, split_heads, unembed
-from ..state.formats import dense
+from ..state.formats import Matrix, dense
 from ..state.weights import AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights
 
 TARGETS = ("logprob", "prob")
@@ -193,7 +193,7 @@ class ForwardPass:
     blocks: list  # per block, the saved tensors of block_forward
     ln_f: tuple  # saved by layer_norm_forward
     keep: np.ndarray  # int64 [K]: positions whose logits were computed
-    lm_head: np.ndarray  # [V, C]
+    lm_head: Matrix  # [V, C], at the model's precision
     n_tokens: int  # T of the input
 
 

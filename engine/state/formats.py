@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels
+from kernels import Q8_BLOCK, BFloat16Matrix, Q8Matrix, Weight, quantize_q8
+
 from ..base.errors import CheckpointError
-from . import interim_kernels as kernels
-from .interim_kernels import Q8_BLOCK, BFloat16Matrix, Q8Matrix, quantize_q8
 from .precision import input_axis
 
-Matrix = np.ndarray | BFloat16Matrix | Q8Matrix  # what the kernels multiply by
+Matrix = Weight  # what the kernels multiply by: float32 or float16 arrays, BFloat16Matrix, Q8Matrix
 
 
 def stored_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..base.config import GPT2Config
-from .formats import dtype_of
+from .formats import Matrix, dtype_of
 
 
 @dataclass
@@ -25,7 +25,7 @@ class LayerNormWeights:
 
 @dataclass
 class LinearWeights:
-    weight: np.ndarray  # [in, out]
+    weight: Matrix  # [in, out], at the model's precision (engine/state/formats.py)
     bias: np.ndarray  # [out]
 
 
@@ -51,11 +51,11 @@ class BlockWeights:
 
 @dataclass
 class GPT2Weights:
-    wte: np.ndarray  # [V, C] token embeddings, also the output layer
+    wte: Matrix  # [V, C] token embeddings, also the output layer, at the model's precision
     wpe: np.ndarray  # [P, C] position embeddings
     h: list[BlockWeights]  # n_layer blocks
     ln_f: LayerNormWeights
-    lm_head: np.ndarray  # [V, C]; the very same array as wte when the embeddings are tied
+    lm_head: Matrix  # [V, C]; the very same object as wte when the embeddings are tied
 
     def dtype(self) -> str:
         """The precision the matrices are kept at (engine/state/precision.py): that of wte, as of all."""
