@@ -420,6 +420,9 @@ def test_analyses_at_int8_see_the_network_that_runs(quantized_dir):
     _, cache32 = twin.run_with_cache(ids)
     a, b = cache8["blocks.1.mlp.hook_post"], cache32["blocks.1.mlp.hook_post"]
     assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))
+    e8, e32 = (m.explain(ids.tolist(), max_new_tokens=2, steps=4, iterations=20, progress=False) for m in (int8, twin))
+    assert np.array_equal(e8.token_ids, e32.token_ids)
+    assert np.abs(e8.saliency["grad_x_input"] - e32.saliency["grad_x_input"]).max() <= 1e-3
     f8, f32 = (m.neuron_factors(ids, factors=3, iterations=20) for m in (int8, twin))
     assert np.abs(f8.activations - f32.activations).max() <= 1e-3 * max(1.0, float(np.abs(f32.activations).max()))
 

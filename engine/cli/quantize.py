@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
         help="write a model with int8 (q8_0) weights, to load directly",
         description="Quantize a model's weight matrices (each block's attention and MLP weights, and the "
         "tied token embeddings / output layer) to q8_0: blocks of 32 int8 weights along the input dimension, "
-        "one float32 scale each (34/32 ... 36/32 bytes per weight instead of 4). Writes OUT, a new model "
+        "one float32 scale each (36/32 bytes per weight instead of 4). Writes OUT, a new model "
         "directory (config.json, the tokenizer files, model.safetensors) that --model OUT loads as int8. "
         "Biases, LayerNorm weights and the position embeddings stay float32.",
     )
