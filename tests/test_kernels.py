@@ -342,14 +342,15 @@ def test_few_rows_products_are_the_same_serial_and_on_any_split(N, threads):
     K, M, V = 300, 1000, 2051
     x, weight, bias, table = randn(N, K), randn(K, M), randn(M), randn(V, K)
     expected_linear = np.empty((N, M), np.float32)
-    _linear_few_rows_serial(x, weight, bias, expected_linear)
+    no_scales = np.empty((-(-K // 32), 0), np.float32)  # float32 weights: no Q8 block scales
+    _linear_few_rows_serial(x, weight, no_scales, bias, expected_linear)
     expected_table = np.empty((N, V), np.float32)
     _matmul_transposed_few_rows_serial(x, table, expected_table)
     for n_threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
         threads(n_threads)
         for parts in (1, 2, 3, 5, 7, 64):
             got = np.full((N, M), np.nan, np.float32)
-            _linear_few_rows(x, weight, bias, got, parts)
+            _linear_few_rows(x, weight, no_scales, bias, got, parts)
             np.testing.assert_array_equal(got, expected_linear, err_msg=f"linear, {parts} bands")
             got = np.full((N, V), np.nan, np.float32)
             _matmul_transposed_few_rows(x, table, got, parts)
