@@ -38,7 +38,7 @@ from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
 from .formats import Q8_BLOCK, BFloat16Matrix, Q8Matrix, Weight, dequantize
 from .settings import DOT_PRODUCTS, FMA_ONLY
-from .widen import weight_at
+from .widen import is_float32, weight_at
 
 
 def linear_reference(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
@@ -99,16 +99,7 @@ def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
             w0, w1 = weight[k, t_begin:t_end], weight[k + 1, t_begin:t_end]
             w2, w3 = weight[k + 2, t_begin:t_end], weight[k + 3, t_begin:t_end]
             s = scales[k // Q8_BLOCK, t_begin:t_end]
-            for n in range(N):
-                o = out[n, t_begin:t_end]
-                x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
-                for j in range(width):
-                    a = o[j]
-                    a += x0 * weight_at(w0, s, j)
-                    a += x1 * weight_at(w1, s, j)
-                    a += x2 * weight_at(w2, s, j)
-                    a += x3 * weight_at(w3, s, j)
-                    o[j] = a
+            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s)
             k += 4
         while k < K:
             w0 = weight[k, t_begin:t_end]
@@ -119,6 +110,69 @@ def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
                 for j in range(width):
                     o[j] += xk * weight_at(w0, s, j)
             k += 1
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s):
+    """out[n, t_begin:t_end] += x[n, k + i] * row i, for i = 0..3 in order, for every row n.
+
+    Rows n go four at a time through one loop over the columns: each widened weight, in a
+    register, serves four rows' multiply-adds, and each accumulator is loaded and stored once per
+    four weights (batch 8 was bound by those loads and stores). An output's operations are the
+    same whichever group its row falls in.
+    """
+    N = x.shape[0]
+    width = t_end - t_begin
+    n = 0
+    while n + 4 <= N:
+        o0, o1, o2, o3 = (
+            out[n, t_begin:t_end],
+            out[n + 1, t_begin:t_end],
+            out[n + 2, t_begin:t_end],
+            out[n + 3, t_begin:t_end],
+        )
+        x00, x01, x02, x03 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+        x10, x11, x12, x13 = x[n + 1, k], x[n + 1, k + 1], x[n + 1, k + 2], x[n + 1, k + 3]
+        x20, x21, x22, x23 = x[n + 2, k], x[n + 2, k + 1], x[n + 2, k + 2], x[n + 2, k + 3]
+        x30, x31, x32, x33 = x[n + 3, k], x[n + 3, k + 1], x[n + 3, k + 2], x[n + 3, k + 3]
+        for j in range(width):
+            v0, v1, v2, v3 = weight_at(w0, s, j), weight_at(w1, s, j), weight_at(w2, s, j), weight_at(w3, s, j)
+            a = o0[j]
+            a += x00 * v0
+            a += x01 * v1
+            a += x02 * v2
+            a += x03 * v3
+            o0[j] = a
+            a = o1[j]
+            a += x10 * v0
+            a += x11 * v1
+            a += x12 * v2
+            a += x13 * v3
+            o1[j] = a
+            a = o2[j]
+            a += x20 * v0
+            a += x21 * v1
+            a += x22 * v2
+            a += x23 * v3
+            o2[j] = a
+            a = o3[j]
+            a += x30 * v0
+            a += x31 * v1
+            a += x32 * v2
+            a += x33 * v3
+            o3[j] = a
+        n += 4
+    while n < N:
+        o = out[n, t_begin:t_end]
+        x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+        for j in range(width):
+            a = o[j]
+            a += x0 * weight_at(w0, s, j)
+            a += x1 * weight_at(w1, s, j)
+            a += x2 * weight_at(w2, s, j)
+            a += x3 * weight_at(w3, s, j)
+            o[j] = a
+        n += 1
 
 
 @njit(parallel=True, fastmath=FMA_ONLY, cache=True)
@@ -149,19 +203,20 @@ def _dot_table_rows(x, table, v_begin, v_end, out):
     """
     N, C = x.shape
     none = np.empty(0, dtype=np.float32)  # no scales: weight_at reads them for int8 only
+    widened = np.empty((TABLE_ROW_GROUP, C), dtype=np.float32)  # a 16-bit group, widened once
     v = v_begin
     while v + TABLE_ROW_GROUP <= v_end:
         t0, t1, t2, t3 = table[v], table[v + 1], table[v + 2], table[v + 3]
-        for n in range(N):
-            xn = x[n]
-            dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+        if is_float32(table):
+            _dot_group(x, t0, t1, t2, t3, none, out, v)
+        else:  # every batch size alike (the same loops for a row alone or in a batch)
+            r0, r1, r2, r3 = widened[0], widened[1], widened[2], widened[3]
             for c in range(C):
-                xc = xn[c]
-                dot0 += xc * weight_at(t0, none, c)
-                dot1 += xc * weight_at(t1, none, c)
-                dot2 += xc * weight_at(t2, none, c)
-                dot3 += xc * weight_at(t3, none, c)
-            out[n, v], out[n, v + 1], out[n, v + 2], out[n, v + 3] = dot0, dot1, dot2, dot3
+                r0[c] = weight_at(t0, none, c)
+                r1[c] = weight_at(t1, none, c)
+                r2[c] = weight_at(t2, none, c)
+                r3[c] = weight_at(t3, none, c)
+            _dot_group(x, r0, r1, r2, r3, none, out, v)
         v += TABLE_ROW_GROUP
     while v < v_end:
         t0 = table[v]
@@ -172,6 +227,21 @@ def _dot_table_rows(x, table, v_begin, v_end, out):
                 dot += xn[c] * weight_at(t0, none, c)
             out[n, v] = dot
         v += 1
+
+
+@njit(inline="always", fastmath=DOT_PRODUCTS)
+def _dot_group(x, t0, t1, t2, t3, none, out, v):
+    """out[n, v + i] = x[n] . row i, for the four rows of a group and every row n."""
+    for n in range(x.shape[0]):
+        xn = x[n]
+        dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+        for c in range(x.shape[1]):
+            xc = xn[c]
+            dot0 += xc * weight_at(t0, none, c)
+            dot1 += xc * weight_at(t1, none, c)
+            dot2 += xc * weight_at(t2, none, c)
+            dot3 += xc * weight_at(t3, none, c)
+        out[n, v], out[n, v + 1], out[n, v + 2], out[n, v + 3] = dot0, dot1, dot2, dot3
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)

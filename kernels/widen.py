@@ -33,11 +33,19 @@ def bfloat16_bits_to_float32(bits):
 def float16_bits_to_float32(bits):
     """A float16 given as its 16 bits (int16) -> the same value as float32, exactly.
 
+    In integers (LLVM 14 scalarises a vector of fpext from half, F16C or not: slower, measured).
+
     Normal numbers move their exponent from bias 15 to bias 127 (add 112 << 23 to the shifted
     bits); infinity and NaN (exponent all ones) take another 112, making the float32 exponent
     all ones too; subnormals (and zero) are their 10-bit mantissa times 2^-24, computed in float32
     (exact: the mantissa is an integer below 2^10). The sign is put back by multiplying by +1 or -1.
     """
+    return float16_bits_to_float32_by_integers(bits)
+
+
+@njit
+def float16_bits_to_float32_by_integers(bits):
+    """The integer widening (tests/test_kernels_formats.py checks every bit pattern)."""
     h = np.int32(bits) & np.int32(0xFFFF)
     magnitude_bits = h & np.int32(0x7FFF)
     shifted = (magnitude_bits << np.int32(13)) + np.int32(112 << 23)
@@ -67,3 +75,14 @@ def _weight_at(w, s, j):
     if dtype == types.int8:
         return lambda w, s, j: np.float32(w[j]) * s[j]
     return None
+
+
+def is_float32(w):
+    """Whether an array's elements are float32 (a compile-time constant inside the kernels)."""
+    raise NotImplementedError("is_float32 runs inside Numba kernels only")
+
+
+@overload(is_float32, inline="always")
+def _is_float32(w):
+    answer = w.dtype == types.float32
+    return lambda w: answer

@@ -378,7 +378,7 @@ def test_attention_rows_do_not_depend_on_the_batch(S, D, parallel_threshold, thr
             v[b : b + 1, :, first:].copy(),
             S + 3 - first,
             np.zeros(1, np.int64),
-            np.float32(D**-0.5),
+            float(D**-0.5),
             out,
         )
         alone.append(out[0])
@@ -386,7 +386,7 @@ def test_attention_rows_do_not_depend_on_the_batch(S, D, parallel_threshold, thr
         threads(n_threads)
         for kernel in (_attention_serial, _attention_parallel):
             out = np.empty((B, H, 1, D), np.float32)
-            kernel(q, k, v, S + 3, padding, np.float32(D**-0.5), out)
+            kernel(q, k, v, S + 3, padding, float(D**-0.5), out)
             for b in range(B):
                 np.testing.assert_array_equal(out[b], alone[b], err_msg=f"{kernel.__name__}, row {b}")
 

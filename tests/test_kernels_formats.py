@@ -221,3 +221,22 @@ def test_a_weight_of_the_wrong_shape_or_kind_is_refused():
         matmul_transposed(x, quantize_q8(randn(64, 5)))
     with pytest.raises(TypeError, match="not a weight format"):
         linear(x, randn(64, 5).astype(np.float64), randn(5))
+
+
+def test_float16_widening_without_f16c_is_exact_too():
+    """The integer widening the kernels use on a CPU without F16C, on this host whatever it has."""
+    from numba import njit
+
+    from kernels.widen import float16_bits_to_float32_by_integers
+
+    @njit
+    def widen_all(bits, out):
+        for i in range(bits.shape[0]):
+            out[i] = float16_bits_to_float32_by_integers(bits[i])
+
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    got = np.empty(1 << 16, np.float32)
+    widen_all(halves.view(np.int16), got)
+    expected = halves.astype(np.float32)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[~np.isnan(got)], expected[~np.isnan(got)])
