@@ -342,14 +342,15 @@ def test_few_rows_products_are_the_same_serial_and_on_any_split(N, threads):
     K, M, V = 300, 1000, 2051
     x, weight, bias, table = randn(N, K), randn(K, M), randn(M), randn(V, K)
     expected_linear = np.empty((N, M), np.float32)
-    _linear_few_rows_serial(x, weight, bias, expected_linear)
+    no_scales = np.empty((-(-K // 32), 0), np.float32)  # float32 weights: no Q8 block scales
+    _linear_few_rows_serial(x, weight, no_scales, bias, expected_linear)
     expected_table = np.empty((N, V), np.float32)
     _matmul_transposed_few_rows_serial(x, table, expected_table)
     for n_threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
         threads(n_threads)
         for parts in (1, 2, 3, 5, 7, 64):
             got = np.full((N, M), np.nan, np.float32)
-            _linear_few_rows(x, weight, bias, got, parts)
+            _linear_few_rows(x, weight, no_scales, bias, got, parts)
             np.testing.assert_array_equal(got, expected_linear, err_msg=f"linear, {parts} bands")
             got = np.full((N, V), np.nan, np.float32)
             _matmul_transposed_few_rows(x, table, got, parts)
@@ -377,7 +378,7 @@ def test_attention_rows_do_not_depend_on_the_batch(S, D, parallel_threshold, thr
             v[b : b + 1, :, first:].copy(),
             S + 3 - first,
             np.zeros(1, np.int64),
-            np.float32(D**-0.5),
+            float(D**-0.5),
             out,
         )
         alone.append(out[0])
@@ -385,7 +386,7 @@ def test_attention_rows_do_not_depend_on_the_batch(S, D, parallel_threshold, thr
         threads(n_threads)
         for kernel in (_attention_serial, _attention_parallel):
             out = np.empty((B, H, 1, D), np.float32)
-            kernel(q, k, v, S + 3, padding, np.float32(D**-0.5), out)
+            kernel(q, k, v, S + 3, padding, float(D**-0.5), out)
             for b in range(B):
                 np.testing.assert_array_equal(out[b], alone[b], err_msg=f"{kernel.__name__}, row {b}")
 

@@ -153,3 +153,90 @@ def test_matmul_transposed_in_every_format(name, C, V, N):
     expected = matmul_transposed_reference(x, stored)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(got, matmul_transposed(x, dequantize(stored)), rtol=2e-5, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch invariance in every format (as tests/test_kernels.py holds float32 to it)
+
+
+@pytest.fixture(params=["by size", "all parallel"])
+def parallel_products(request, monkeypatch):
+    if request.param == "all parallel":
+        import kernels.settings
+
+        monkeypatch.setattr(kernels.settings, "PARALLEL_MIN_WEIGHTS", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("K,M,V", [(33, 70, 101), (768, 2304, 4099)])
+def test_rows_do_not_depend_on_the_batch_in_any_format(name, K, M, V, parallel_products):
+    x, w, bias, table = randn(8, K), randn(K, M, scale=0.05), randn(M), randn(V, K, scale=0.05)
+    w, table = as_format(w, name), as_format(table, name, input_axis=1)
+    alone = [(linear(x[i : i + 1], w, bias)[0], matmul_transposed(x[i : i + 1], table)[0]) for i in range(8)]
+    for N in (2, 3, 5, 8):
+        together = linear(x[:N], w, bias), matmul_transposed(x[:N], table)
+        for i in range(N):
+            np.testing.assert_array_equal(together[0][i], alone[i][0], err_msg=f"linear, row {i} of {N}")
+            np.testing.assert_array_equal(together[1][i], alone[i][1], err_msg=f"output layer, row {i} of {N}")
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "int8"])
+def test_products_are_the_same_serial_and_on_any_split_in_any_format(name):
+    from kernels.linear import _kernel_operands, _linear_few_rows, _linear_few_rows_serial
+
+    x, w, bias = randn(3, 100), randn(100, 1000, scale=0.05), randn(1000)
+    stored, scales = _kernel_operands(as_format(w, name))
+    expected = np.empty((3, 1000), np.float32)
+    _linear_few_rows_serial(x, stored, scales, bias, expected)
+    for parts in (1, 2, 3, 7, 64):
+        got = np.full((3, 1000), np.nan, np.float32)
+        _linear_few_rows(x, stored, scales, bias, got, parts)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{parts} bands")
+
+
+def test_widening_of_every_float16_inside_the_kernel_is_exact():
+    """All 65,536 float16 bit patterns through the decode kernel (x = 1, one weight per output):
+    the same values NumPy widens them to, infinities and NaN included."""
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(1, -1)
+    got = linear(np.ones((1, 1), np.float32), every, np.zeros(every.shape[1], np.float32))[0]
+    expected = every[0].astype(np.float32)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[finite], expected[finite])
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)])
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    brains = BFloat16Matrix(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).reshape(1, -1))
+    got = linear(np.ones((1, 1), np.float32), brains, np.zeros(1 << 16, np.float32))[0]
+    assert np.array_equal(np.isnan(got), np.isnan(dequantize(brains)[0]))
+    np.testing.assert_array_equal(got[~np.isnan(got)], dequantize(brains)[0][~np.isnan(got)])
+
+
+def test_a_weight_of_the_wrong_shape_or_kind_is_refused():
+    x = randn(2, 64)
+    with pytest.raises(ValueError, match="cannot multiply"):
+        linear(x, randn(63, 5), randn(5))
+    with pytest.raises(ValueError, match="input_axis=0"):
+        linear(x, quantize_q8(randn(5, 64), input_axis=1), randn(5))
+    with pytest.raises(ValueError, match="input_axis=1"):
+        matmul_transposed(x, quantize_q8(randn(64, 5)))
+    with pytest.raises(TypeError, match="not a weight format"):
+        linear(x, randn(64, 5).astype(np.float64), randn(5))
+
+
+def test_float16_widening_without_f16c_is_exact_too():
+    """The integer widening the kernels use on a CPU without F16C, on this host whatever it has."""
+    from numba import njit
+
+    from kernels.widen import float16_bits_to_float32_by_integers
+
+    @njit
+    def widen_all(bits, out):
+        for i in range(bits.shape[0]):
+            out[i] = float16_bits_to_float32_by_integers(bits[i])
+
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    got = np.empty(1 << 16, np.float32)
+    widen_all(halves.view(np.int16), got)
+    expected = halves.astype(np.float32)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[~np.isnan(got)], expected[~np.isnan(got)])
