@@ -30,7 +30,8 @@ from ..base.files import guarded_stdout, silence_stdout
 from . import batch, explain, generate, info, quantize, report, scoring, tokenize
 from .common import apply_threads
 
-COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, batch)  # in the order `gpt2 --help` lists them
+# In the order `gpt2 --help` lists them.
+COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
