@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
 def add_files_arguments(p) -> None:
     p.add_argument("input", metavar="IN", help="the rows: JSON Lines, one object per line")
     p.add_argument("output", metavar="OUT", help="the output, JSON Lines; an existing one is resumed, never rewritten")
-    add_model_argument(p)
+    add_model_argument(p, dtype=False)  # workers load the directory as it is: float32, or int8 from `gpt2 quantize`
 
 
 def add_job_arguments(p) -> None:
