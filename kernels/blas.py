@@ -1,11 +1,11 @@
 """NumPy's own BLAS matrix multiply (sgemm), callable from inside Numba kernels.
 
-Why: a prompt's matrix products go to BLAS, run single-threaded and split into row blocks, one per
-engine thread (kernels/linear.py). Running those blocks on Numba's own worker threads, inside a
-`prange` loop, leaves the process with ONE pool of worker threads. Numba's OpenMP workers
+Why: a prompt's matrix products go to BLAS, run single-threaded and split into bands of output
+columns spread over the engine's threads (kernels/linear.py). Running those bands on Numba's own
+worker threads, inside a `prange` loop, leaves the process with ONE pool of worker threads. Numba's OpenMP workers
 busy-wait for a while after each parallel kernel (`GOMP_SPINCOUNT`): that keeps the 49 parallel
 kernels of a decode step quick, but with a second pool (Python threads running BLAS) the spinning
-workers took the cores the BLAS blocks needed. With one pool there is nothing to take them from.
+workers took the cores the BLAS bands needed. With one pool there is nothing to take them from.
 
 How: NumPy's wheels bundle OpenBLAS built with 64-bit integers and a symbol suffix
 (`scipy_cblas_sgemm64_` in NumPy 2.x, `cblas_sgemm64_` in 1.26). We find that library among the

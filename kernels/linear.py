@@ -18,11 +18,12 @@ extra traffic. These kernels read each weight once, in the order it is stored:
 
 With more rows than `FEW_ROWS` (a prompt) both hand over to BLAS's sgemm, the right tool there.
 The engine keeps BLAS itself single-threaded (engine/base/threads.py) and splits such a product into
-row blocks, one per thread, calling sgemm from inside a Numba `prange` loop (kernels/blas.py): the
-blocks run on the same OpenMP worker threads as every other kernel, so the process has a single pool
-of workers (two pools that busy-wait for work fight over the same cores between calls). Where
-NumPy's BLAS offers no 64-bit-integer CBLAS sgemm to call, the row blocks fall back to NumPy's
-matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
+bands of output columns, calling sgemm once per band from inside a Numba `prange` loop
+(kernels/blas.py): the bands run on the same OpenMP worker threads as every other kernel, so the
+process has a single pool of workers (two pools that busy-wait for work fight over the same cores
+between calls). The bands are fixed by the matrix, not by the threads, so a prompt's logits are the
+same on any number of threads. Where NumPy's BLAS offers no 64-bit-integer CBLAS sgemm to call, the
+bands fall back to NumPy's matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
 
 `linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
 """
@@ -269,37 +270,41 @@ def _threads_for(weights: np.ndarray) -> int:
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
-def _sgemm_row_blocks(x, b, b_transposed, bias, out, parts):
-    """out = x @ (b.T if b_transposed else b) + bias, by one single-threaded sgemm per row block.
+def _sgemm_column_bands(x, b, b_transposed, bias, out, parts):
+    """out = x @ (b.T if b_transposed else b) + bias, by one single-threaded sgemm per band of columns.
 
     x: float32 [N, K], C-contiguous; b: float32 [K, M] (or [M, K] when b_transposed), as stored;
-    bias: float32 [M], or [0] for none; out: float32 [N, M]. Block p (rows p*N//parts up to
-    (p+1)*N//parts) runs on its own worker thread and adds the bias while its rows are in cache.
+    bias: float32 [M], or [0] for none; out: float32 [N, M]. Band p (outputs band_edge(p) up to
+    band_edge(p + 1)) runs on a worker thread: it reads only its own columns of the weights (so the
+    bands together pack the weights once, as one call would) and adds their bias.
     """
     N, K = x.shape
     M = out.shape[1]
     b_layout = TRANS if b_transposed else NO_TRANS
     for p in prange(parts):
-        begin, end = p * N // parts, (p + 1) * N // parts
+        begin, end = band_edge(p, parts, M, COLUMN_ALIGN), band_edge(p + 1, parts, M, COLUMN_ALIGN)
+        if end <= begin:
+            continue
+        band = b[begin:] if b_transposed else b[:, begin:]  # a view; sgemm reads it with b's row stride
         cblas_sgemm(
             ROW_MAJOR,
             NO_TRANS,
             b_layout,
+            N,
             end - begin,
-            M,
             K,
             np.float32(1.0),
-            x[begin:].ctypes.data,
+            x.ctypes.data,
             K,
-            b.ctypes.data,
+            band.ctypes.data,
             b.shape[1],
             np.float32(0.0),
-            out[begin:].ctypes.data,
+            out[:, begin:].ctypes.data,
             M,
         )
         if bias.size:
-            for n in range(begin, end):
-                for j in range(M):
+            for n in range(N):
+                for j in range(begin, end):
                     out[n, j] += bias[j]
 
 
@@ -309,43 +314,59 @@ _pool_workers = 0
 
 
 def _matmul_on_python_threads(x: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> None:
-    """The fallback without a callable sgemm: out = x @ b in `parts` row blocks, NumPy's matmul each."""
+    """The fallback without a callable sgemm: out = x @ b in `parts` bands of columns, NumPy's matmul
+    each, on the calling thread and a pool of up to threads - 1 others."""
     global _pool, _pool_workers
-    if _pool_workers < parts - 1:  # more threads were asked for: replace the pool, ending the old one's
+    workers = min(parts, numba.get_num_threads()) - 1
+    if _pool_workers < workers:  # more threads were asked for: replace the pool, ending the old one's
         if _pool is not None:
             _pool.shutdown(wait=False)
-        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="gpt2-engine-blas")
-        _pool_workers = parts - 1
-    N = x.shape[0]
-    edges = [p * N // parts for p in range(parts + 1)]
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpt2-engine-blas")
+        _pool_workers = workers
+    M = out.shape[1]
+    edges = [band_edge(p, parts, M, COLUMN_ALIGN) for p in range(parts + 1)]
+    bands = [(a, z) for a, z in zip(edges[:-1], edges[1:]) if z > a]
+
+    def one_band(a: int, z: int) -> None:
+        out[:, a:z] = x @ b[:, a:z]
+
+    if workers < 1:
+        for a, z in bands:
+            one_band(a, z)
+        return
     pool = _pool
     assert pool is not None
-    pending = [pool.submit(np.matmul, x[a:z], b, out=out[a:z]) for a, z in zip(edges[1:-1], edges[2:])]
-    np.matmul(x[: edges[1]], b, out=out[: edges[1]])  # the calling thread takes the first block
+    pending = [pool.submit(one_band, a, z) for a, z in bands[1:]]
+    one_band(*bands[0])  # the calling thread takes the first band
     for job in pending:
         job.result()
 
 
-def _blas_in_row_blocks(
-    x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None, out: np.ndarray
-) -> None:
-    """out = x @ (b.T if b_transposed else b) (+ bias): single-threaded BLAS on row blocks, one per thread.
+def blas_bands(columns: int) -> int:
+    """How many bands of columns (sgemm calls) a product with `columns` outputs is split into: a
+    function of the matrix alone, never of the threads or the rows. sgemm may pick another inner
+    kernel for another shape, and so change the last bits of an output; with bands fixed by the
+    matrix, a prompt gives the same logits on any number of threads (a batch job's workers each
+    take a share of the cores)."""
+    return max(1, min(settings.BLAS_BANDS, columns // settings.MIN_BAND_COLUMNS))
+
+
+def _blas_in_bands(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None, out: np.ndarray) -> None:
+    """out = x @ (b.T if b_transposed else b) (+ bias): single-threaded BLAS on bands of columns,
+    spread over the threads.
 
     x: float32 [N, K]; b as stored (weight [K, M], or the output layer's table [M, K] with
     b_transposed); out: float32 [N, M].
     """
-    parts = max(1, min(numba.get_num_threads(), x.shape[0] // settings.MIN_BLOCK_ROWS))
+    parts = blas_bands(out.shape[1])
     if SGEMM_AVAILABLE:
         # sgemm reads raw memory with row strides K and b.shape[1]: both must be C-contiguous (the
         # loader's weights are, so this copies nothing for them; a view passed in is copied once).
         x, b = np.ascontiguousarray(x), np.ascontiguousarray(b)
-        _sgemm_row_blocks(x, b, b_transposed, _NO_BIAS if bias is None else bias, out, parts)
+        _sgemm_column_bands(x, b, b_transposed, _NO_BIAS if bias is None else bias, out, parts)
         return
     b = b.T if b_transposed else b  # a view: BLAS reads it in place
-    if parts == 1:
-        np.matmul(x, b, out=out)
-    else:
-        _matmul_on_python_threads(x, b, out, parts)
+    _matmul_on_python_threads(x, b, out, parts)
     if bias is not None:
         out += bias
 
@@ -434,7 +455,7 @@ def _widened(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
 def _product(
     x: np.ndarray, b: np.ndarray, scales: np.ndarray, b_transposed: bool, bias: np.ndarray | None
 ) -> np.ndarray:
-    """The one dispatcher of `linear` and `matmul_transposed`: BLAS row blocks for many rows (on the
+    """The one dispatcher of `linear` and `matmul_transposed`: BLAS bands of columns for many rows (on the
     weights widened to float32 first, if they are not float32), the streaming kernels (serial or
     split across threads) for a few. b: the stored elements; scales: Q8 block scales or width 0."""
     if x.ndim != 2 or x.shape[1] != b.shape[1 if b_transposed else 0]:
@@ -444,7 +465,7 @@ def _product(
     if N > settings.FEW_ROWS:
         if b.dtype != np.float32:
             b = _widened(b, scales)
-        _blas_in_row_blocks(x, b, b_transposed, bias, out)  # b read as stored: no transposed copy
+        _blas_in_bands(x, b, b_transposed, bias, out)  # b read as stored: no transposed copy
         return out
     x = np.ascontiguousarray(x)
     threads = _threads_for(b)

@@ -34,4 +34,5 @@ PARALLEL_MIN_ELEMENTS = 1 << 18  # GELU: one decode step's few thousand elements
 PARALLEL_MIN_ROWS = 64  # LayerNorm: a decode step's few rows stay on one thread
 
 FEW_ROWS = 8  # products of up to this many rows stream the weights in Numba; more go to BLAS
-MIN_BLOCK_ROWS = 8  # a BLAS row block is at least this tall (smaller: not worth a thread)
+BLAS_BANDS = 8  # a prompt's product: at most this many bands of columns, spread over the threads
+MIN_BAND_COLUMNS = 64  # a band is at least this wide

@@ -21,7 +21,7 @@ from .linear import (
     _linear_few_rows_serial,
     _matmul_transposed_few_rows,
     _matmul_transposed_few_rows_serial,
-    _sgemm_row_blocks,
+    _sgemm_column_bands,
 )
 
 
@@ -38,7 +38,7 @@ def warm_up() -> None:
     _matmul_transposed_few_rows_serial(rows, weights, out)
     _matmul_transposed_few_rows(rows, weights, out, 2)
     if SGEMM_AVAILABLE:
-        _sgemm_row_blocks(rows, weights, False, bias, out, 2)
+        _sgemm_column_bands(rows, weights, False, bias, out, 2)
     flat = np.ones(16, f32)
     _gelu_serial(flat, flat)
     _gelu_parallel(flat, flat)

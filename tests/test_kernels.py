@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import get_threads, set_threads
 from kernels import (
     causal_attention,
     causal_attention_reference,
@@ -201,7 +202,7 @@ def test_matmul_transposed_kernel_matches_reference(N, C, V, parallel_threshold)
 
 
 @pytest.fixture(params=["sgemm on Numba's threads", "matmul on Python threads"])
-def row_block_path(request, monkeypatch):
+def blas_path(request, monkeypatch):
     """Both ways a prompt's product runs: NumPy's sgemm called from a Numba kernel, and the fallback."""
     from kernels.blas import SGEMM_AVAILABLE
 
@@ -212,14 +213,14 @@ def row_block_path(request, monkeypatch):
     return request.param
 
 
-# (N rows, K in, M out): one row, one short block, odd sizes split unevenly, many rows
-ROW_BLOCK_SHAPES = [(1, 5, 3), (8, 64, 70), (17, 33, 129), (41, 768, 50), (300, 96, 2304)]
+# (N rows, K in, M out): one row, one band, odd sizes split in uneven bands, many rows
+BAND_SHAPES = [(1, 5, 3), (8, 64, 70), (17, 33, 129), (41, 768, 50), (9, 40, 1001), (300, 96, 2304)]
 
 
-@pytest.mark.parametrize("N,K,M", ROW_BLOCK_SHAPES)
+@pytest.mark.parametrize("N,K,M", BAND_SHAPES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_blas_row_blocks_match_reference(N, K, M, with_bias, row_block_path):
-    from kernels.linear import _blas_in_row_blocks
+def test_blas_bands_match_reference(N, K, M, with_bias, blas_path):
+    from kernels.linear import _blas_in_bands
 
     x, weight, table, bias = randn(N, K), randn(K, M), randn(M, K), randn(M)
     for b, transposed, expected in [
@@ -227,26 +228,26 @@ def test_blas_row_blocks_match_reference(N, K, M, with_bias, row_block_path):
         (table, True, matmul_transposed_reference(x, table) + bias),
     ]:
         out = np.full((N, M), np.nan, dtype=np.float32)  # every entry must be written
-        _blas_in_row_blocks(x, b, transposed, bias if with_bias else None, out)
+        _blas_in_bands(x, b, transposed, bias if with_bias else None, out)
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected if with_bias else expected - bias, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
-def test_blas_row_blocks_read_a_strided_view_of_the_rows(row_block_path):
+def test_blas_bands_read_a_strided_view_of_the_rows(blas_path):
     """The model hands over x[:, -k:] and other views: the result is the view's, not its parent's."""
-    from kernels.linear import _blas_in_row_blocks
+    from kernels.linear import _blas_in_bands
 
     parent, weight, bias = randn(3, 20, 48), randn(40, 24), randn(24)
     x = parent[1, 2:19, 4:44]  # [17, 40], rows 48 floats apart in memory
     assert not x.flags.c_contiguous
     out = np.empty((17, 24), dtype=np.float32)
-    _blas_in_row_blocks(x, weight, False, bias, out)
+    _blas_in_bands(x, weight, False, bias, out)
     np.testing.assert_allclose(out, linear_reference(x, weight, bias), rtol=1e-4, atol=1e-3)
 
 
-def test_blas_row_blocks_read_weights_that_are_views(row_block_path):
+def test_blas_bands_read_weights_that_are_views(blas_path):
     """Weights given as a transposed or strided view (not the loader's contiguous arrays) still give x @ b."""
-    from kernels.linear import _blas_in_row_blocks
+    from kernels.linear import _blas_in_bands
 
     x, bias = randn(20, 32), randn(24)
     weight = np.asfortranarray(randn(32, 24))  # [K, M], columns contiguous
@@ -257,8 +258,30 @@ def test_blas_row_blocks_read_weights_that_are_views(row_block_path):
     ]:
         assert not b.flags.c_contiguous
         out = np.empty((20, 24), dtype=np.float32)
-        _blas_in_row_blocks(x, b, transposed, bias, out)
+        _blas_in_bands(x, b, transposed, bias, out)
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_blas_bands_give_the_same_bits_on_any_number_of_threads(blas_path):
+    """The bands are fixed by the matrix: a batch job's worker with 1 thread computes what a
+    process with every core computes."""
+    from kernels.linear import _blas_in_bands
+
+    x, weight, table, bias = randn(37, 96), randn(96, 1001), randn(1001, 96), randn(1001)
+    before = get_threads()
+    results = []
+    try:
+        for threads in sorted({1, before}):
+            set_threads(threads)
+            outs = [np.empty((37, 1001), dtype=np.float32) for _ in range(2)]
+            _blas_in_bands(x, weight, False, bias, outs[0])
+            _blas_in_bands(x, table, True, None, outs[1])
+            results.append(outs)
+    finally:
+        set_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_linear_reference_is_pytorch_linear():

@@ -143,7 +143,7 @@ def test_decode_steps_stream_weights_without_blas(model, monkeypatch):
     def no_blas(*args, **options):
         raise AssertionError("a decode step went through BLAS")
 
-    monkeypatch.setattr(importlib.import_module("kernels.linear"), "_blas_in_row_blocks", no_blas)
+    monkeypatch.setattr(importlib.import_module("kernels.linear"), "_blas_in_bands", no_blas)
     model(next_ids[:, None], cache=cache)
 
 
@@ -172,7 +172,7 @@ def traced_peak(function) -> int:
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("rows", [1, 8, 40])  # decode rows, and BLAS row blocks
+@pytest.mark.parametrize("rows", [1, 8, 40])  # decode rows, and BLAS bands
 def test_output_layer_never_copies_the_embedding(rows):
     table = np.ones((50257, 64), dtype=np.float32)  # 12.9 MB
     x = np.ones((rows, 64), dtype=np.float32)

@@ -4,8 +4,8 @@
 GPT2_ENGINE_THREADS when the first model is loaded (unless `set_threads` was called first). By
 default every core.
 
-The engine runs BLAS single-threaded and splits its large products into `n` row blocks itself,
-one sgemm call per block on Numba's worker threads (kernels/linear.py, kernels/blas.py), so that
+The engine runs BLAS single-threaded and splits its large products into bands of columns itself,
+one sgemm call per band on Numba's worker threads (kernels/linear.py, kernels/blas.py), so that
 only one kind of worker thread is ever spinning for work: OpenBLAS's own threads busy-wait for
 ~0.1 s after each call and would take the cores from Numba's. Loading a model therefore limits
 BLAS to one thread in this process (through threadpoolctl), for the engine's sake.
