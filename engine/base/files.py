@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import stat
@@ -119,6 +120,18 @@ def read_json(path, error: type[GPT2Error], limit: int):
         raise error(f"{path}: not valid JSON (nested too deeply)") from None
     except ValueError as e:  # JSONDecodeError, and integers too long to convert
         raise error(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def finite_or_none(value):
+    """value with every float that JSON cannot hold (NaN, infinity) replaced by None (null), in
+    dicts, lists and tuples too: what JSON written for any parser holds."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 # ----------------------------------------------------------------------------------------------

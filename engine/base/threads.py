@@ -32,10 +32,15 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 _blas_limit = None  # keeps threadpoolctl's limit alive; set once threads are configured
 
 
+def available_threads() -> int:
+    """The most threads `set_threads` takes: the cores Numba sees (NUMBA_NUM_THREADS)."""
+    return numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set when numba loads
+
+
 def set_threads(n: int) -> None:
     """Use `n` threads (1 <= n <= the cores Numba sees) for kernels and matrix products."""
     global _blas_limit
-    available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set when numba loads
+    available = available_threads()
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
         raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {shown(n)}")
     numba.set_num_threads(n)
@@ -52,7 +57,7 @@ def threads_from_environment() -> None:
         return
     value = os.environ.get(ENV_VAR)
     if not value:
-        set_threads(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        set_threads(available_threads())
         return
     try:
         threads = int(value)

@@ -7,6 +7,7 @@
     gpt2 perplexity FILE --model DIR          gpt2 score "some text" --model DIR
     gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz --html romeo.html
     gpt2 report romeo.npz --html romeo.html
+    gpt2 batch generate prompts.jsonl out.jsonl --model DIR --workers 2   (or --ray; batch score)
     gpt2 quantize DIR OUT                     gpt2 generate "ROMEO:" --model OUT   (int8 weights)
 
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
@@ -26,11 +27,11 @@ import sys
 
 from ..base.errors import GPT2Error
 from ..base.files import guarded_stdout, silence_stdout
-from . import explain, generate, info, quantize, report, scoring, tokenize
+from . import batch, explain, generate, info, quantize, report, scoring, tokenize
 from .common import apply_threads
 
 # In the order `gpt2 --help` lists them.
-COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize)
+COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, batch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 from typing import BinaryIO
 
 from ..base.checks import format_bytes, memory_limit
 from ..base.errors import GPT2Error
-from ..base.files import decode_utf8
+from ..base.files import decode_utf8, finite_or_none
 from ..base.threads import set_threads
 from ..gpt2 import GPT2
 from ..state.precision import DESCRIPTIONS, DTYPES
@@ -105,17 +104,6 @@ def read_text_file(path: str) -> str:
     if not data:
         raise GPT2Error(f"{path}: the file is empty")
     return decode_utf8(data, path)
-
-
-def finite_or_none(value):
-    """value with every float that JSON cannot hold (NaN, infinity) replaced by None (null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(item) for item in value]
-    return value
 
 
 def json_line(value, indent: int | None = None) -> str:

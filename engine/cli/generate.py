@@ -17,6 +17,8 @@ from .common import (
     read_all,
 )
 
+SEED_HELP = "random seed: the same seed gives the same text"
+
 # Generation option -> the flag that sets it, for error messages.
 GENERATE_FLAGS = {"num_return_sequences": "--batch-size", "stop_token_ids": "--stop-id", "stop_at_eos": "--ignore-eos"}
 
@@ -30,24 +32,13 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin, exactly as given, when omitted)")
     add_model_argument(p)
-    p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
-    add_sampling_arguments(p, temperature_default="1.0; 0 with --num-beams")
+    add_generation_arguments(p)
     p.add_argument(
         "--batch-size",
         "-b",
         type=int,
         default=1,
         help="samples of the prompt, generated as one batch (with --num-beams: best beams shown) (default: 1)",
-    )
-    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beams)")
-    p.add_argument(
-        "--length-penalty", type=float, default=1.0, help="beam score = log-probability / length ** this (default: 1)"
-    )
-    p.add_argument(
-        "--early-stopping",
-        choices=["true", "false", "never"],
-        default="false",
-        help="when beam search stops, as Hugging Face's early_stopping (default: false)",
     )
     p.add_argument(
         "--stream",
@@ -61,7 +52,23 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def add_sampling_arguments(p, temperature_default: str) -> None:
+def add_generation_arguments(p, seed_help: str = SEED_HELP) -> None:
+    """The flags of the options of one sequence (`gpt2 generate`, `gpt2 batch generate`)."""
+    p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
+    add_sampling_arguments(p, temperature_default="1.0; 0 with --num-beams", seed_help=seed_help)
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beams)")
+    p.add_argument(
+        "--length-penalty", type=float, default=1.0, help="beam score = log-probability / length ** this (default: 1)"
+    )
+    p.add_argument(
+        "--early-stopping",
+        choices=["true", "false", "never"],
+        default="false",
+        help="when beam search stops, as Hugging Face's early_stopping (default: false)",
+    )
+
+
+def add_sampling_arguments(p, temperature_default: str, seed_help: str = SEED_HELP) -> None:
     """The flags that choose how one sequence is sampled, shared with `gpt2 explain` (which
     samples the way generate does): temperature, top-k, top-p, penalties, seed, stops, BOS."""
     p.add_argument(
@@ -85,7 +92,7 @@ def add_sampling_arguments(p, temperature_default: str) -> None:
         "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
     )
     p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
-    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    p.add_argument("--seed", type=int, default=None, help=seed_help)
     p.add_argument(
         "--stop",
         action="append",
@@ -133,7 +140,7 @@ def generation_options(args) -> dict:
     return {
         "max_new_tokens": args.max_new_tokens,
         **sampling_options(args, 1.0 if args.num_beams == 1 else 0.0),
-        "num_return_sequences": args.batch_size,
+        "num_return_sequences": getattr(args, "batch_size", 1),  # gpt2 batch generate has no --batch-size
         "num_beams": args.num_beams,
         "length_penalty": args.length_penalty,
         "early_stopping": {"true": True, "false": False, "never": "never"}[args.early_stopping],

@@ -9,15 +9,20 @@ from .common import add_model_argument, add_threads_argument, argument_text, jso
 
 def add_scoring_arguments(p) -> None:
     add_model_argument(p)
+    add_window_arguments(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it is shown only on a terminal anyway)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_threads_argument(p)
+
+
+def add_window_arguments(p) -> None:
+    """The flags of the sliding-window protocol (`gpt2 perplexity`, `gpt2 score`, `gpt2 batch score`)."""
     p.add_argument("--context", type=int, default=None, help="tokens per window, 2..n_positions (default: n_positions)")
     p.add_argument(
         "--stride", type=int, default=None, help="tokens between window starts, 1..context (default: context // 2)"
     )
     p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the text, so its first token is scored")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 4)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it is shown only on a terminal anyway)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_threads_argument(p)
 
 
 def scoring_options(args) -> dict:
