@@ -6,7 +6,9 @@ from .formats import Q8_BLOCK, BFloat16Matrix, Q8Matrix, Weight, dequantize, for
 from .gelu import gelu, gelu_reference
 from .layer_norm import layer_norm, layer_norm_reference
 from .linear import linear, linear_reference, matmul_transposed, matmul_transposed_reference
-from .warm_up import KernelWarmUp, warm_up
+from .warm_up import KernelWarmUp, compile_in_a_child_if_cold, warm_up
+
+compile_in_a_child_if_cold()  # every process runs cached machine code (kernels/warm_up.py says why)
 
 __all__ = [
     "Q8_BLOCK",

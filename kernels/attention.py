@@ -164,9 +164,17 @@ def causal_attention(q, k, v, key_start, scale, out=None):
         out = np.empty(q.shape, dtype=np.float32)
     B, H, T, D = q.shape
     S = k.shape[2]
-    kernel = _attention_parallel if B * H * T * S * D >= settings.PARALLEL_MIN_MULTIPLY_ADDS else _attention_serial
     q = np.ascontiguousarray(q)  # one compiled layout (decode steps give C, prompts strided views)
-    kernel(
-        q, _c_contiguous_parent(k), _c_contiguous_parent(v), S, np.asarray(key_start, dtype=np.int64), float(scale), out
-    )
+    k, v = _c_contiguous_parent(k), _c_contiguous_parent(v)
+    starts = np.array(np.broadcast_to(key_start, (B,)), dtype=np.int64)  # writeable: one compiled type
+    # The serial and the parallel twin may differ in the last bits (kernels/settings.py), so a row
+    # takes the twin its own work picks (its visible keys, as if it were alone), never the batch's.
+    parallel = [H * T * (S - int(start)) * D >= settings.PARALLEL_MIN_MULTIPLY_ADDS for start in starts]
+    if all(parallel) or not any(parallel):
+        kernel = _attention_parallel if parallel[0] else _attention_serial
+        kernel(q, k, v, S, starts, float(scale), out)
+        return out
+    for b in range(B):  # rows of both kinds: one call per row
+        kernel = _attention_parallel if parallel[b] else _attention_serial
+        kernel(q[b : b + 1], k[b : b + 1], v[b : b + 1], S, starts[b : b + 1], float(scale), out[b : b + 1])
     return out

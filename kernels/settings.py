@@ -8,11 +8,14 @@ Fast-math flags (LLVM's names; each kernel takes the set it needs):
 No flag assumes away NaN or infinity: a NaN in the weights stays visible in the output.
 
 Batch invariance: a row's result must not depend on the other rows of its batch, nor on the
-threads (tests/test_batch_invariance.py). With `reassoc`, LLVM picks the order of a sum when it
-vectorises a loop, and it may pick differently each time the loop is compiled into another kernel
-(the serial and the parallel twin of one kernel gave different attention sums). So a loop body
-that sums under `reassoc` is its own `@njit` function, not `inline="always"`: it is optimised once,
-on its own, and both twins call that one machine code.
+threads, nor on the process (tests/test_batch_invariance.py). With `reassoc`, LLVM picks the order
+of a sum when it vectorises a loop, and it may pick differently each time the loop is optimised
+into another kernel: the serial and the parallel twin of one kernel, or a kernel as compiled in
+this process and the copy Numba saved in its cache (linked with its callees and optimised again),
+gave different attention sums. So: a summing loop body is its own `@njit` function, called by both
+twins; every process runs the cached copies (kernels/warm_up.py, `compile_in_a_child_if_cold`); and
+where the twins can still differ, a row's twin is chosen by that row's own work, never by its
+batch's (attention, kernels/attention.py). Kernels without `reassoc` (FMA_ONLY) are exact as written.
 
 A parallel kernel wakes the worker threads and ends in a barrier that waits for all of them; below
 these sizes the work is smaller than that cost and the kernel runs on the calling thread. The

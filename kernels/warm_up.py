@@ -6,9 +6,22 @@ second. `GPT2.from_pretrained` starts `KernelWarmUp` before it reads the weights
 release the GIL) and waits for it after, so the first token waits for none of it. Each kernel is
 called on tiny arrays of exactly the types the model passes (tests/test_speed_guards.py checks that
 every kernel ends up compiled for one signature only: a different one here would be a second compile).
+
+`compile_in_a_child_if_cold`, run when `kernels` is imported, makes every process run kernels loaded
+from the cache, never kernels compiled in that process: a kernel runs in the process that compiled it
+as compiled, but the copy Numba saves is linked again with the functions it calls and optimised
+again, and where LLVM may reorder a sum (kernels/settings.py) the two differ in the last bits. A
+process that compiled its attention kernel then scored a text with other last digits than every
+process after it. So when the cache is cold, a child process compiles and saves the kernels first,
+and this process loads them. (A kernel first called with other types than these, such as a 16-bit
+output layer, is still compiled in the process that needs it.)
 """
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +58,45 @@ def warm_up() -> None:
     q, k = np.ones((1, 2, 1, 8), f32), np.ones((1, 2, 3, 8), f32)
     for kernel in (_attention_serial, _attention_parallel):
         kernel(q, k, k, 3, np.zeros(1, dtype=np.int64), 0.5, np.empty_like(q))
+
+
+_CHILD = "GPT2_ENGINE_COMPILING_KERNELS"  # set in the child, which must not start one of its own
+
+
+def _cached_kernels() -> list:
+    return [
+        _layer_norm_serial,
+        _layer_norm_parallel,
+        _linear_few_rows,
+        _linear_few_rows_serial,
+        _matmul_transposed_few_rows,
+        _matmul_transposed_few_rows_serial,
+        _sgemm_column_bands,
+        _gelu_serial,
+        _gelu_parallel,
+        _attention_serial,
+        _attention_parallel,
+    ]
+
+
+def _in_cache(kernel) -> bool:
+    """Whether Numba's cache holds machine code of `kernel` for its current source (Numba's own index
+    file, read the way Numba reads it; if that ever fails, the answer is yes: compile here as before)."""
+    try:
+        return bool(kernel._cache._cache_file._load_index())
+    except Exception:
+        return True
+
+
+def compile_in_a_child_if_cold() -> None:
+    """If any kernel is missing from Numba's cache, compile them all in a child process (which saves
+    them there) and wait for it, so that this process loads them rather than compiling them."""
+    if os.environ.get(_CHILD) or all(_in_cache(kernel) for kernel in _cached_kernels()):
+        return
+    root = str(Path(__file__).resolve().parents[1])  # the folder holding `kernels`
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    code = "from kernels.warm_up import warm_up; warm_up()"
+    subprocess.run([sys.executable, "-c", code], env=os.environ | {_CHILD: "1", "PYTHONPATH": path}, check=False)
 
 
 class KernelWarmUp:

@@ -52,7 +52,7 @@ def test_ray_writes_the_bytes_of_the_local_backends(ray_address, tiny_model, tin
     write_rows(tmp_path / "prompts.jsonl", rows)
     generate = {"max_new_tokens": 20, "temperature": 0.9}
 
-    # Local, in this process (1 thread): the reference.
+    # Local, one worker process (1 thread): the reference.
     batch.score(tmp_path / "texts.jsonl", tmp_path / "score-local.jsonl", model=tiny_model, context=128)
     batch.generate(tmp_path / "prompts.jsonl", tmp_path / "generate-local.jsonl", model=tiny_model, **generate)
 

@@ -1,5 +1,5 @@
 """Batch jobs over JSON Lines: generate a continuation, or score a text, for every row of a file; in
-this process, in local worker processes, or on a Ray cluster, with the same output file either way.
+local worker processes or on a Ray cluster, with the same output file either way.
 
     from engine import batch
     summary = batch.generate("prompts.jsonl", "out.jsonl", model="gpt2", workers=2, temperature=0.8)
@@ -15,8 +15,9 @@ that cannot run gets a line with `error` (and `line`, its line number) instead, 
 The same output whatever runs it: a row's result depends only on the row, the job's options and the
 model, never on the rows around it or the worker it lands on. Rows run one at a time; a row's random
 stream starts from `rows.row_seed(job seed, id)`; every worker computes with the same number of
-threads (`threads`, 1 by default: today's kernels split some sums by thread, so the thread count can
-change the last bits of a result); and the lines are written in the input's order.
+threads (`threads`, 1 by default), and loads its kernels from Numba's cache after one process has
+compiled them there (`tasks.warm_kernel_cache`: a kernel compiled in a process can differ in the last
+bits from its cached copy); and the lines are written in the input's order.
 
 Resuming: rerun the same job with the same output and it appends the rows that are not there yet
 (see engine/batch/output.py). The modules:
@@ -24,7 +25,7 @@ Resuming: rerun the same job with the same output and it appends the rows that a
     rows.py         reading the input: rows, ids, seeds, always-valid JSON lines
     tasks.py        the jobs (GenerateJob, ScoreJob) and `run_rows`, the step every worker runs
     output.py       what an earlier run wrote; appending in order, whole lines, synced
-    local.py        this process, or worker processes on this machine
+    local.py        worker processes on this machine
     ray_backend.py  Ray Data: an actor pool that loads the model once per actor (Ray imported there only)
     job.py          one job from start to end, and its BatchSummary
 """

@@ -3,8 +3,8 @@ earlier run already wrote, hand the rest to a backend, and append its lines in t
 
     check_paths -> the model (or only its config and tokenizer) -> job.check_defaults
     -> read_rows + job.check per row (bad rows get their error now) -> lock the output,
-    read_existing, check it continues this input -> backend: in this process, local processes
-    or Ray -> OutputFile.add / flush as lists of rows finish -> BatchSummary
+    read_existing, check it continues this input -> backend: local worker processes (after one
+    that warms the kernel cache) or Ray actors -> OutputFile.add / flush as lists of rows finish -> BatchSummary
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from ..base.checks import check_integer
 from ..base.config import GPT2Config
 from ..base.errors import GPT2Error, InputError
 from ..base.progress import progress_bar
-from ..base.threads import available_threads, get_threads, set_threads
+from ..base.threads import available_threads
 from ..gpt2 import GPT2
 from ..state.hub import resolve_model_dir
 from ..state.tokenizer import load_tokenizer
-from .local import ProcessPool, in_process
+from .local import ProcessPool
 from .output import Existing, OutputFile, check_paths, read_existing
 from .ray_backend import ray_results
 from .rows import Row, error_record, read_rows
-from .tasks import Done, Job, failed, load_model
+from .tasks import Done, Job, failed, warm_kernel_cache
 
 ROWS_PER_TASK = 4  # rows a worker is given at a time (a Ray batch): few enough that little is in flight
 
@@ -135,15 +135,8 @@ def run_job(
     summary = BatchSummary(str(input_path), str(output_path), job.kind, dry_run=dry_run)
 
     source = model_source(model)
-    in_this_process = not use_ray and workers == 1 and not dry_run
-    threads_before = get_threads()
     face: GPT2 | SimpleNamespace
-    if isinstance(model, GPT2):
-        face = model
-    elif in_this_process:
-        face = load_model(source, threads)
-    else:
-        face = model_face(source)
+    face = model if isinstance(model, GPT2) else model_face(source)
     job.check_defaults(face, spell)
 
     rows = list(read_rows(input_path, limit))
@@ -178,11 +171,8 @@ def run_job(
             results = ray_results(
                 good, job, source=source, workers=workers, threads=threads, size=ROWS_PER_TASK, address=address
             )
-        elif workers == 1:
-            if isinstance(model, GPT2):
-                set_threads(threads)
-            results = in_process(face, job, good, ROWS_PER_TASK)
-        else:
+        else:  # worker processes, even for one: see warm_kernel_cache
+            warm_kernel_cache(source, threads, job, good[0])
             pool = ProcessPool(min(workers, -(-len(good) // ROWS_PER_TASK)), source, threads, job)
             results = pool.run(good, ROWS_PER_TASK)
         with progress_bar(len(todo), progress, unit="row", desc=f"batch {job.kind}", show_above=0) as bar:
@@ -206,7 +196,5 @@ def run_job(
             pool.close(finished=not summary.interrupted and summary.remaining == 0)
         if out is not None:
             out.close()
-        if get_threads() != threads_before:
-            set_threads(threads_before)
         summary.seconds = time.perf_counter() - start
     return summary

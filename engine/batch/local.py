@@ -1,5 +1,6 @@
-"""Running rows on this machine: in this process (one worker), or in `workers` processes that each
-load the model once and compute with `threads` threads.
+"""Running rows on this machine: in `workers` processes (one or more) that each load the model once
+and compute with `threads` threads. Never in the calling process, whose kernels may have been
+compiled there rather than loaded from the cache (tasks.warm_kernel_cache says why that matters).
 
 The processes are started with "spawn" (a fresh interpreter: forking a process that has started
 Numba's threads is unsafe) and ignore Ctrl-C: the driver takes it, writes what is finished and
@@ -24,11 +25,6 @@ from .tasks import Done, Job, load_model, run_rows
 
 def chunks(rows: list[Row], size: int) -> list[list[Row]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
-
-
-def in_process(model, job: Job, rows: list[Row], size: int) -> Iterator[list[Done]]:
-    for chunk in chunks(rows, size):
-        yield run_rows(model, job, chunk)
 
 
 def worker_main(source: str, threads: int, job: Job, tasks, results, driver: int) -> None:

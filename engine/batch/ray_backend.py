@@ -28,7 +28,7 @@ import numpy as np
 from ..base.errors import GPT2Error
 from ..base.threads import get_threads, set_threads
 from .rows import Row
-from .tasks import Done, Job, decode_row, encode_row, load_model, run_rows
+from .tasks import Done, Job, decode_row, encode_row, load_model, run_rows, warm_kernel_cache
 
 ENGINE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the `engine` package
 
@@ -36,10 +36,11 @@ ENGINE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds 
 class RowsWorker:
     """A Ray Data actor: the model loaded once per actor, then batches of rows in, lines out."""
 
-    def __init__(self, source: str, threads: int, job: Job):
+    def __init__(self, source: str, threads: int, job: Job, first_row: str):
         self.job, self.threads = job, threads
         self.failure = ""
         try:
+            warm_kernel_cache(source, threads, job, decode_row(first_row))  # this node's cache
             self.model = load_model(source, threads)
         except GPT2Error as error:  # told to the driver by the first call, in its `failure` column: Ray
             self.failure = str(error)  # passes a failed constructor or call on as a traceback's text
@@ -128,7 +129,7 @@ def ray_results(
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         dataset = dataset.map_batches(
             RowsWorker,
-            fn_constructor_kwargs={"source": source, "threads": threads, "job": job},
+            fn_constructor_kwargs={"source": source, "threads": threads, "job": job, "first_row": items[0]["row"]},
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=size,
             batch_format="numpy",

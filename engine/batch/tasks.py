@@ -21,7 +21,10 @@ decode with batch-invariant kernels can replace the loop without changing any ca
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import signal
 from dataclasses import dataclass, field, fields
 
 from ..base.checks import check_integer
@@ -158,6 +161,34 @@ def run_rows(model, job: Job, rows: list[Row]) -> list[Done]:
             continue
         done.append(Done(row.index, json_line(record), tokens))
     return done
+
+
+def warm_kernel_cache(source: str, threads: int, job: Job, row: Row) -> None:
+    """Run `row` once in a fresh process and wait for it: Numba compiles there every kernel the job
+    uses and saves it in its on-disk cache, and the workers started after it load that machine code.
+
+    Why: a kernel compiled in a process runs there as compiled, but the copy Numba writes to its
+    cache is linked again with the functions it calls, and LLVM optimises the whole again; where a
+    sum may be reordered (kernels/settings.py) the two can differ in the last bits. A worker that
+    compiled a kernel would then write other bytes than a worker that loaded it. With every worker
+    loading from the cache, every worker runs the same code: on this machine, on a resumed job, and
+    (each Ray actor warming its own node's cache first) on a cluster. A failure here is not reported:
+    the row's real run reports it."""
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_run_quietly, args=(source, threads, job, row), name="gpt2-batch-warm-up")
+    process.start()
+    try:
+        process.join()
+    finally:
+        if process.exitcode is None:  # interrupted while it ran
+            process.terminate()
+            process.join()
+
+
+def _run_quietly(source: str, threads: int, job: Job, row: Row) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    with contextlib.suppress(GPT2Error):
+        run_rows(load_model(source, threads), job, [row])
 
 
 def load_model(source: str, threads: int) -> GPT2:
