@@ -6,6 +6,7 @@
     gpt2 tokenize "Hello, world!"
     gpt2 perplexity FILE --model DIR          gpt2 score "some text" --model DIR
     gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz --html romeo.html
+    gpt2 serve --model DIR --port 8000        (OpenAI's completions API; docs/serving.md)
 
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
 argparse does for bad arguments; no traceback.
@@ -17,10 +18,10 @@ import argparse
 import sys
 
 from ..base.errors import GPT2Error
-from . import explain, generate, info, scoring, tokenize
+from . import explain, generate, info, scoring, serve, tokenize
 from .common import apply_threads
 
-COMMANDS = (generate, info, tokenize, scoring, explain)  # in the order `gpt2 --help` lists them
+COMMANDS = (generate, info, tokenize, scoring, explain, serve)  # in the order `gpt2 --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

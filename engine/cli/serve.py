@@ -1,0 +1,106 @@
+"""gpt2 serve: an OpenAI-compatible completions server (engine/server/, docs/serving.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..base.config import GPT2Config
+from ..base.errors import GPT2Error
+from ..base.threads import get_threads, threads_from_environment
+from ..gpt2 import GPT2
+from ..state.hub import resolve_model_dir
+from .common import add_model_argument, add_threads_argument
+
+API_KEY_VARIABLE = "GPT2_API_KEY"
+# Only float32 for now: the engine computes in float32. (A --dtype shared with the other commands
+# replaces this list when the engine has other precisions.)
+DTYPES = ("float32",)
+
+
+def positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:  # NaN too
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"  # argparse shows it in its error
+    return parse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the model over HTTP (OpenAI's completions API)",
+        description="Serve the model over HTTP with OpenAI's /v1/completions API and continuous batching "
+        "(docs/serving.md). Needs the serve extra: pip install 'gpt2-engine[serve]'.",
+    )
+    add_model_argument(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_VARIABLE}, or none)",
+    )
+    p.add_argument(
+        "--model-name", default=None, help="the model's name in the API (default: the model directory's name)"
+    )
+    p.add_argument(
+        "--max-batch-size", type=positive(int), default=16, help="rows decoded together at most (default: 16)"
+    )
+    p.add_argument(
+        "--max-queue", type=positive(int), default=64, help="requests waiting for room; more get 429 (default: 64)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive(float),
+        default=600.0,
+        help="seconds a request may take, waiting included; then it is cut (default: 600)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=positive(float),
+        default=30.0,
+        help="on Ctrl-C or SIGTERM, seconds running requests get to finish before they are cut (default: 30)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=positive(int),
+        default=4 * 1024 * 1024,
+        help="largest request body; larger ones get 413 (default: 4 MiB)",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="precision of the weights (default: float32)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="the server log's level (default: info)")
+    add_threads_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    try:
+        from ..server import serve
+    except ImportError as error:
+        raise GPT2Error(
+            f"gpt2 serve needs the serve extra ({error.name} is missing): pip install 'gpt2-engine[serve]'"
+        ) from None
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
+    # The model's directory and config are checked now, so a wrong --model fails before the server
+    # starts; the weights load on the decode thread while /health answers 503.
+    model_dir = resolve_model_dir(args.model)
+    GPT2Config.from_json(Path(model_dir) / "config.json")
+    threads_from_environment()
+    return serve(
+        lambda: GPT2.from_pretrained(model_dir),
+        served_name=args.model_name or Path(model_dir).name,
+        host=args.host,
+        port=args.port,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+        api_key=api_key,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        max_body_bytes=args.max_body_bytes,
+        threads=get_threads(),
+    )
