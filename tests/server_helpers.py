@@ -92,7 +92,9 @@ def start_server(model_dir, tmp_path_factory, *args, env=None):
 def post(url: str, body, headers=None, timeout=60) -> httpx.Response:
     """POST a JSON value (or raw bytes) and return the response."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(url, content=content, headers={"Content-Type": "application/json"} | (headers or {}), timeout=timeout)
+    return httpx.post(
+        url, content=content, headers={"Content-Type": "application/json"} | (headers or {}), timeout=timeout
+    )
 
 
 def metric(url: str, name: str, headers=None) -> float:

@@ -158,7 +158,10 @@ def test_finished_rows_leave_at_once_and_cancelled_ones_at_the_next_step(tiny_mo
     assert [len(seq.token_ids) for seq in long.sequences] == [3, 3]  # as they were when cancelled
     while batch.rows:
         batch.step()
-    assert other.sequences[0].result() == alone(tiny_model, encode("JULIET:"), 1, dict(max_new_tokens=40, stop_at_eos=False))[0]
+    assert (
+        other.sequences[0].result()
+        == alone(tiny_model, encode("JULIET:"), 1, dict(max_new_tokens=40, stop_at_eos=False))[0]
+    )
 
 
 def test_top_alternatives_of_each_token(tiny_model):

@@ -72,7 +72,12 @@ def add_parser(subparsers) -> None:
         help="largest request body; larger ones get 413 (default: 4 MiB)",
     )
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="precision of the weights (default: float32)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="the server log's level (default: info)")
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="the server log's level (default: info)",
+    )
     add_threads_argument(p)
     p.set_defaults(run=run)
 

@@ -109,7 +109,9 @@ class ContinuousBatch:
         check_room(self.model, [prompt], options.max_new_tokens)
         cache, logits = prefill(self.model, [prompt], options.max_new_tokens, 1)  # 1 row, [1, V]
         seed = options.seed or 0
-        job = Job(list(prompt), options, [], top_logprobs, end_ids=end_token_ids(self.model.config.eos_token_id, options))
+        job = Job(
+            list(prompt), options, [], top_logprobs, end_ids=end_token_ids(self.model.config.eos_token_id, options)
+        )
         members = []
         for j in range(rows):
             sequence = Sequence(job.prompt, self.model, options, row_generator(seed, j) if options.sampling else None)
@@ -145,7 +147,7 @@ class ContinuousBatch:
             jobs.setdefault(row.job, []).append(i)
         for job, slots in jobs.items():
             members = [self.slots[i] for i in slots]
-            logits = np.stack([row.logits for row in members])  # [n, V]
+            logits = np.stack([row.logits for row in members if row.logits is not None])  # [n, V]
             tokens, logprobs = choose_tokens(job.options, job.end_ids, [row.sequence for row in members], logits)
             if job.top_logprobs:
                 top_ids, top_values = top_sorted(logprobs, job.top_logprobs)  # [n, k]

@@ -123,9 +123,7 @@ class GenerationOptions:
                 fail(name, "a finite number (0 is no penalty)", getattr(self, name))
         bias = self.logit_bias
         if bias is not None:
-            if not isinstance(bias, dict) or not all(
-                is_int(i) and i >= 0 and is_number(b) for i, b in bias.items()
-            ):
+            if not isinstance(bias, dict) or not all(is_int(i) and i >= 0 and is_number(b) for i, b in bias.items()):
                 fail("logit_bias", "a mapping of token ids (integers >= 0) to finite numbers", bias)
             bias = {int(i): float(b) for i, b in bias.items()}
         if self.seed is not None:

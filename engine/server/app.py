@@ -21,6 +21,7 @@ leave the batch at the next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -108,7 +109,7 @@ async def wait_for_disconnect(request: Request) -> None:
 
 
 def server_sent(chunks: list[dict]) -> str:
-    return "".join(f"data: {json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))}\n\n" for chunk in chunks)
+    return "".join(f"data: {json.dumps(chunk, ensure_ascii=False, separators=(',', ':'))}\n\n" for chunk in chunks)
 
 
 class EventStream(StreamingResponse):
@@ -140,10 +141,9 @@ async def completions(request: Request) -> Response:
     queue: asyncio.Queue[list] = asyncio.Queue()
 
     def deliver(events: list) -> None:  # on the decode thread
-        try:
+        # RuntimeError: the event loop has closed (a forced shutdown): nobody is listening.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(queue.put_nowait, events)
-        except RuntimeError:  # the event loop has closed (a forced shutdown): nobody is listening
-            pass
 
     work = Work(completion, deliver, deadline=time.monotonic() + s.timeout)
     s.worker.submit(work)
@@ -340,9 +340,7 @@ def create_app(
         threads=threads,
         on_load_error=on_load_error,
     )
-    server = ServerState(
-        worker, metrics_, served_name, api_key=api_key, timeout=timeout, max_body_bytes=max_body_bytes
-    )
+    server = ServerState(worker, metrics_, served_name, api_key=api_key, timeout=timeout, max_body_bytes=max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(app):

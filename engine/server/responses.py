@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 
+from .errors import APIError
 from .schema import CompletionRequest
 from .worker import Done, Failed, PromptTokens, Tokens
 
@@ -39,7 +40,9 @@ class Choice:
         self.parts: list[str] = []
         self.finish_reason: str | None = None
         self.completion_tokens = 0
-        self.logprobs = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} if with_logprobs else None
+        self.logprobs: dict[str, list] | None = (
+            {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} if with_logprobs else None
+        )
 
 
 class CompletionResponse:
@@ -56,7 +59,7 @@ class CompletionResponse:
         self.choices = [Choice(c, request.logprobs is not None) for c in range(len(request.prompts) * n)]
         self.prompt_tokens = sum(len(p) for p in request.prompts)
         self.done = False
-        self.error = None
+        self.error: APIError | None = None
 
     # ------------------------------------------------------------------------------------------
 
@@ -81,13 +84,17 @@ class CompletionResponse:
         text = self.tokenizer.decode(event.token_ids)
         logprobs = None
         if choice.logprobs is not None:
+            assert event.top_ids is not None and event.top_values is not None
             values = [None] + [finite(v) for v in event.logprobs[1:]]
-            tops = [None] + [
+            tops: list[dict | None] = [None]
+            tops += [
                 self._top(event.top_ids[t], event.top_values[t], token, event.logprobs[t])
                 for t, token in enumerate(event.token_ids)
                 if t > 0
             ]
-            logprobs = self._extend(choice, event.token_ids, values, tops, prompt_offsets(self.tokenizer, event.token_ids))
+            logprobs = self._extend(
+                choice, event.token_ids, values, tops, prompt_offsets(self.tokenizer, event.token_ids)
+            )
         choice.parts.append(text)
         return self._chunk(choice.index, text, logprobs, None)
 
@@ -134,11 +141,21 @@ class CompletionResponse:
         return chunk
 
     def _envelope(self, choices: list) -> dict:
-        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model_name, "choices": choices}
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model_name,
+            "choices": choices,
+        }
 
     def usage(self) -> dict:
         completion = sum(c.completion_tokens for c in self.choices)
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
 
     def usage_chunk(self) -> dict:
         return self._envelope([]) | {"usage": self.usage()}

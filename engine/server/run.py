@@ -16,7 +16,6 @@ import sys
 import uvicorn
 
 from ..base.errors import GPT2Error
-
 from .app import create_app
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -90,11 +89,15 @@ def serve(
         log_level=log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=drain_timeout + 30,  # the drain cuts requests before this
+        timeout_graceful_shutdown=int(drain_timeout) + 30,  # the drain cuts requests before this
         limit_concurrency=max(64, 4 * (options.get("max_queue", 64) + options.get("max_batch_size", 16))),
     )
     server = DrainingServer(config, app.state.server.worker, drain_timeout)
-    print(f"gpt2 serve: listening on http://{shown_host}:{address[1]} (model {served_name!r})", file=sys.stderr, flush=True)
+    print(
+        f"gpt2 serve: listening on http://{shown_host}:{address[1]} (model {served_name!r})",
+        file=sys.stderr,
+        flush=True,
+    )
     server.run(sockets=[sock])
     if failure:
         error = failure[0]

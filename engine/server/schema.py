@@ -35,11 +35,32 @@ REQUEST_NAMES = {
     "stop_at_eos": "ignore_eos",
 }
 
-COMPLETION_FIELDS = (
-    "model prompt suffix max_tokens temperature top_p n stream stream_options logprobs echo stop "
-    "presence_penalty frequency_penalty best_of logit_bias user seed "
-    "top_k repetition_penalty min_tokens stop_token_ids num_beams ignore_eos"
-).split()
+COMPLETION_FIELDS = [
+    "model",
+    "prompt",
+    "suffix",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "echo",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "best_of",
+    "logit_bias",
+    "user",
+    "seed",
+    "top_k",
+    "repetition_penalty",
+    "min_tokens",
+    "stop_token_ids",
+    "num_beams",
+    "ignore_eos",
+]
 
 
 def shown(value) -> str:
@@ -313,5 +334,7 @@ def parse_detokenize(body, model, served_name: str) -> list[int]:
         raise bad_request("tokens must be a list of token ids", "tokens")
     bad = [i for i in ids if i >= model.config.vocab_size]
     if bad:
-        raise bad_request(f"tokens: token id {bad[0]} is out of range for vocab_size {model.config.vocab_size}", "tokens")
+        raise bad_request(
+            f"tokens: token id {bad[0]} is out of range for vocab_size {model.config.vocab_size}", "tokens"
+        )
     return list(ids)

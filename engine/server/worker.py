@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class Worker:
         self.threads = threads
         self.max_backlog = max_backlog
         self.on_load_error = on_load_error
-        self.model = None
+        self.model: Any = None  # the facade's GPT2, once loaded
         self.batch: ContinuousBatch | None = None
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
@@ -221,7 +222,7 @@ class Worker:
         now = time.monotonic()
         cut_all = self.stopping or (self.draining and now >= self.drain_deadline)
         for work in list(self.waiting):
-            if work.cancelled or work.admitted == 0 and (cut_all or now >= work.deadline):
+            if work.cancelled or (work.admitted == 0 and (cut_all or now >= work.deadline)):
                 self.waiting.remove(work)
                 if not work.cancelled:
                     reason = "the server is shutting down" if cut_all else "the request timed out waiting in the queue"
@@ -235,6 +236,7 @@ class Worker:
         self.metrics.queue_length.set(len(self.waiting))
 
     def _drop(self, work: Work) -> None:
+        assert self.batch is not None
         for job in work.jobs:
             self.batch.cancel(job)
         self.beam_rows -= sum(search.options.num_beams for _, search, _ in work.beams)
@@ -338,7 +340,15 @@ class Worker:
                     self.metrics.generated_tokens.inc(sum(len(res.token_ids) for res in results))
                     n = work.request.n
                     events.setdefault(work, []).extend(
-                        Tokens(i * n + j, res.token_ids, res.logprobs, None, [], res.text, FINISH_REASONS[res.finish_reason])
+                        Tokens(
+                            i * n + j,
+                            res.token_ids,
+                            res.logprobs,
+                            None,
+                            [],
+                            res.text,
+                            FINISH_REASONS[res.finish_reason],
+                        )
                         for j, res in enumerate(results)
                     )
         for work, work_events in events.items():
