@@ -11,9 +11,17 @@ tokenizer, KV cache), engine.model (the forward pass) and engine.capture, the ta
 (engine.cli). Imports point down only (tests/test_layers.py).
 """
 
-from .analysis.explain import Explanation
+from .analysis.explain import Explanation, Explanations
 from .base.config import GPT2Config
-from .base.errors import CheckpointError, ConfigError, GPT2Error, InputError, ModelNotFoundError, TokenizerError
+from .base.errors import (
+    CheckpointError,
+    ConfigError,
+    GPT2Error,
+    InputError,
+    ModelNotFoundError,
+    OutputError,
+    TokenizerError,
+)
 from .base.threads import get_threads, set_threads
 from .capture import ActivationCache, set_heads, set_neurons, zero_heads, zero_neurons
 from .generation import GenerationResult
@@ -26,11 +34,13 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "Explanation",
+    "Explanations",
     "GPT2Config",
     "GPT2Error",
     "GenerationResult",
     "InputError",
     "ModelNotFoundError",
+    "OutputError",
     "Scores",
     "TokenizerError",
     "get_threads",

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .base.checks import is_integer
+from .base.checks import check_token_ids, is_integer, shown
 from .base.config import GPT2Config
 from .base.errors import InputError
 
@@ -90,7 +90,7 @@ def act_name(key, layer: int | None = None) -> str:
         key, layer = key if len(key) == 2 else (None, None)
     layer_ok = layer is None or is_integer(layer)
     if not isinstance(key, str) or not layer_ok:
-        raise InputError(f"an activation key must be a hook name or (short name, layer), got {given!r}")
+        raise InputError(f"an activation key must be a hook name or (short name, layer), got {shown(given)}")
     if key in GLOBAL_SHORT_NAMES and layer is None:
         return GLOBAL_SHORT_NAMES[key]
     if key in SHORT_NAMES and layer is not None:
@@ -99,7 +99,7 @@ def act_name(key, layer: int | None = None) -> str:
         return key
     known = ", ".join(list(GLOBAL_SHORT_NAMES) + [f"({s!r}, layer)" for s in SHORT_NAMES])
     raise InputError(
-        f"unknown activation name {key!r}{'' if layer is None else f' with layer {layer}'}; "
+        f"unknown activation name {shown(key)}{'' if layer is None else f' with layer {layer}'}; "
         f"give a full hook name or one of {known}"
     )
 
@@ -153,8 +153,14 @@ def select_names(config: GPT2Config, names) -> list[str]:
         return [n for n in every if names(n)]
     if isinstance(names, (str, tuple)):
         names = [names]
+    try:
+        items = list(names)
+    except TypeError:
+        raise InputError(
+            f"names must be a hook name, a list of them or a function of a name, got {shown(names)}"
+        ) from None
     chosen = []
-    for item in names:
+    for item in items:
         name = act_name(item)
         if name not in every:
             raise InputError(
@@ -180,7 +186,7 @@ def make_hooks(
     known = set(hook_names(config))
     for item in fwd_hooks:
         if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
-            raise InputError(f"an intervention must be a pair (hook name, function), got {item!r}")
+            raise InputError(f"an intervention must be a pair (hook name, function), got {shown(item)}")
         name = act_name(item[0])
         if name not in known:
             raise InputError(f"cannot intervene at {name!r}: no such hook in this model ({config.n_layer} layers)")
@@ -212,7 +218,7 @@ def run_with_cache(model, ids, names=None, fwd_hooks: Iterable[Intervention] = (
     with a KV cache, this call's positions are captured, and hook_pattern covers every key slot.
     Returns (logits float32 [T, V] or [B, T, V], ActivationCache).
     """
-    batched = np.ndim(ids) == 2
+    ids, batched = checked_ids(model, ids)
     store: dict[str, np.ndarray] = {}
     hooks = make_hooks(model.config, select_names(model.config, names), fwd_hooks, batched, store)
     logits = model(ids, hooks=hooks, **forward_options)
@@ -222,8 +228,16 @@ def run_with_cache(model, ids, names=None, fwd_hooks: Iterable[Intervention] = (
 
 def run_with_hooks(model, ids, fwd_hooks: Iterable[Intervention] = (), **forward_options) -> np.ndarray:
     """The logits of `model(ids)` with the interventions applied during the pass."""
-    hooks = make_hooks(model.config, (), fwd_hooks, np.ndim(ids) == 2, {})
+    ids, batched = checked_ids(model, ids)
+    hooks = make_hooks(model.config, (), fwd_hooks, batched, {})
     return model(ids, hooks=hooks, **forward_options)
+
+
+def checked_ids(model, ids):
+    """(ids as the model takes them, whether they are a batch [B, T]), checked first, so that what
+    is done with their shape before the model call never meets ragged rows or other junk."""
+    checked, batched = check_token_ids(ids, model.config.vocab_size)  # int64 [B, T]
+    return (checked if batched else checked[0]), batched
 
 
 class StepwiseCapture:
@@ -277,7 +291,7 @@ class StepwiseCapture:
 def _indices(what: str, values, size: int, where: str) -> np.ndarray:
     index = np.atleast_1d(np.asarray(values))
     if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
-        raise InputError(f"{what} must be a non-empty list of integers, got {values!r}")
+        raise InputError(f"{what} must be a non-empty list of integers, got {shown(values)}")
     bad = index[(index < 0) | (index >= size)]
     if bad.size:
         raise InputError(f"{what[:-1]} {int(bad[0])} is out of range: {where} has {size} (0 to {size - 1})")

@@ -20,11 +20,11 @@ import numpy as np
 import kernels
 
 from .analysis.backward import input_gradients
-from .analysis.explain import Explanation, explain
+from .analysis.explain import Explanation, Explanations, explain
 from .analysis.factors import NeuronFactors, neuron_factors
 from .analysis.lens import LogitLens, logit_lens
 from .analysis.saliency import saliency
-from .base.checks import check_context, check_token_ids
+from .base.checks import check_context, check_counts, check_integer, check_token_ids
 from .base.config import GPT2Config
 from .base.errors import InputError
 from .base.threads import threads_from_environment
@@ -34,8 +34,8 @@ from .model import Hooks, gpt2_forward
 from .scoring import Scores, score
 from .state.hub import resolve_model_dir
 from .state.kv_cache import KVCache
-from .state.loader import load_state_dict
-from .state.tokenizer import Tokenizer, load_tokenizer
+from .state.loader import check_weights_fit, load_state_dict
+from .state.tokenizer import Tokenizer, check_tokenizer_fits, load_tokenizer
 from .state.weights import GPT2Weights, parameter_shapes, weights_from_state_dict
 
 
@@ -62,12 +62,14 @@ class GPT2:
         threads_from_environment()
         model_dir = resolve_model_dir(name_or_path, local_files_only=local_files_only)
         config = GPT2Config.from_json(model_dir / "config.json")
+        check_weights_fit(model_dir, config)  # sizes against the files and memory, before anything is built
+        tokenizer = load_tokenizer(model_dir, config.vocab_size)
+        check_tokenizer_fits(tokenizer, config, model_dir)
         # Load (or compile) the kernels on another thread while the weights are read: start-up.
         kernels_ready = kernels.KernelWarmUp()
         try:
             state = load_state_dict(model_dir, parameter_shapes(config), config)
             weights = weights_from_state_dict(state, config)
-            tokenizer = load_tokenizer(model_dir, config.vocab_size)
         finally:
             kernels_ready.wait()
         return cls(config, weights, tokenizer, source=str(model_dir))
@@ -84,9 +86,10 @@ class GPT2:
         """An empty KV cache for `batch_size` rows of up to `max_length` slots (default: the context,
         plus the longest padding). `left_padding[b]` is the number of padding slots row b starts with."""
         c = self.config
-        longest_pad = 0 if left_padding is None else int(np.max(left_padding))
         if max_length is None:
-            max_length = c.n_positions + longest_pad
+            rows = check_integer("batch_size", batch_size, 1)
+            pads = check_counts(left_padding, "left_padding", rows) if left_padding is not None else [0]
+            max_length = c.n_positions + int(np.max(pads))
         return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_length, left_padding)
 
     def __call__(
@@ -104,10 +107,9 @@ class GPT2:
         if left_padding is not None:
             if cache is not None:
                 raise InputError("pass left_padding to new_cache(), not with a cache")
-            left_padding = np.asarray(left_padding, dtype=np.int64)
-            if left_padding.shape != (B,) or (left_padding < 0).any() or (left_padding > T).any():
-                raise InputError(f"left_padding must be {B} counts between 0 and {T}, got {left_padding.tolist()}")
+            left_padding = check_counts(left_padding, "left_padding", B, T)
         if cache is not None:
+            self._check_cache(cache)
             if cache.batch_size != B:
                 raise InputError(f"the cache holds {cache.batch_size} rows but the ids have {B}")
             if cache.room() < T:
@@ -117,14 +119,26 @@ class GPT2:
             check_context(cache.length + T, c.n_positions, cache.left_padding)
         else:
             check_context(T, c.n_positions, left_padding)
-        if logits_to_keep is not None and not (isinstance(logits_to_keep, int) and 1 <= logits_to_keep <= T):
-            raise InputError(f"logits_to_keep must be an integer from 1 to {T}, got {logits_to_keep!r}")
+        if logits_to_keep is not None:
+            logits_to_keep = check_integer("logits_to_keep", logits_to_keep, 1, T)
         logits = gpt2_forward(
             self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks
         )
         return logits if batched else logits[0]
 
     forward = __call__
+
+    def _check_cache(self, cache) -> None:
+        """A cache must be one this model's `new_cache` makes: the same layers, heads and head size."""
+        if not isinstance(cache, KVCache):
+            raise InputError(f"cache must be a KVCache from model.new_cache(), got {type(cache).__name__}")
+        c = self.config
+        L, _, H, _, D = cache.keys.shape
+        if (c.n_layer, c.n_head, c.head_dim) != (L, H, D):
+            raise InputError(
+                f"the cache was made for a model of another shape ({L} layers, {H} heads of {D}); "
+                f"this one has {c.n_layer} layers, {c.n_head} heads of {c.head_dim}: make it with this model's new_cache()"
+            )
 
     # ------------------------------------------------------------------------------------------
     # Tasks: engine/generation/, engine/scoring.py
@@ -166,10 +180,13 @@ class GPT2:
         by the NumPy backward pass of `engine.analysis.backward`."""
         return input_gradients(self, ids, target_id, position=position, of=of)
 
-    def saliency(self, ids, target_id, position=-1, method="grad_x_input", of="logprob", steps=50) -> np.ndarray:
+    def saliency(
+        self, ids, target_id, position=-1, method="grad_x_input", of="logprob", steps=50, foil_id=None
+    ) -> np.ndarray:
         """float32 [T] scores of the input tokens, summing to 1; methods gradient, grad_x_input,
-        integrated_gradients, erasure. See `engine.analysis.saliency` (and `attribute` for the details)."""
-        return saliency(self, ids, target_id, position=position, method=method, of=of, steps=steps)
+        integrated_gradients, erasure; foil_id: why target_id rather than foil_id (contrastive).
+        See `engine.analysis.saliency` (and `attribute`, `attribute_contrast` for the details)."""
+        return saliency(self, ids, target_id, position=position, method=method, of=of, steps=steps, foil_id=foil_id)
 
     def logit_lens(self, ids, top_k=5, targets=None) -> LogitLens:
         """Per layer and position: top-k next tokens and the rank of a target. See `engine.analysis.lens`."""
@@ -179,7 +196,8 @@ class GPT2:
         """NMF of the MLP activations over the tokens of ids. See `engine.analysis.factors`."""
         return neuron_factors(self, ids, layers=layers, factors=factors, seed=seed, iterations=iterations)
 
-    def explain(self, prompt, max_new_tokens=20, **options) -> Explanation:
-        """Generate, then gather saliency, logit lens, attention and neuron factors into one
-        `Explanation` (save/load as one .npz file). See `engine.analysis.explain`."""
+    def explain(self, prompt, max_new_tokens=None, **options) -> Explanation | Explanations:
+        """Generate (20 tokens by default; or take continuation=), then gather saliency, logit lens,
+        attention and neuron factors into one `Explanation` (save/load as one .npz file); a list of
+        prompts gives `Explanations`. See `engine.analysis.explain`."""
         return explain(self, prompt, max_new_tokens=max_new_tokens, **options)

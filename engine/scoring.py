@@ -32,7 +32,7 @@ from itertools import groupby
 
 import numpy as np
 
-from .base.checks import check_integer, check_token_ids
+from .base.checks import check_finite, check_integer, check_memory, check_token_ids, integer_array
 from .base.errors import InputError
 from .base.numeric import log_softmax, top_sorted
 from .base.progress import progress_bar
@@ -106,7 +106,15 @@ class Scores:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.mean_nll)
+        return perplexity_of(self.mean_nll)
+
+
+def perplexity_of(mean_nll: float) -> float:
+    """exp(mean NLL); infinity when that is beyond float64 (a mean NLL above 709 nats)."""
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return math.inf
 
 
 def score(
@@ -133,6 +141,10 @@ def score(
     tokens = scored_sequence(model, text_or_ids, bos)  # int64 [N]
 
     windows = sliding_windows(len(tokens), context, stride)
+    rows = min(batch_size, len(windows))  # the batch_size that matters: the windows there are
+    check_memory(
+        rows * (context + 1) * model.config.vocab_size * 4, f"batch_size={batch_size} ({rows} windows at once)"
+    )
     logprobs = np.full(len(tokens), np.nan, dtype=np.float32)  # [N]
     window_of = np.full(len(tokens), -1, dtype=np.int64)  # [N]
     batches = window_batches(windows, batch_size)
@@ -175,6 +187,7 @@ def window_log_softmax(model, tokens: np.ndarray, batch: list[Window]):
     logits = model(ids, logits_to_keep=n + 1)  # [B, n + 1, V]
     for r, w in enumerate(batch):
         # One window at a time: the log-softmax is as large as the logits, and it is not kept.
+        check_finite(logits[r, :n], f"the logits of window {w.begin}..{w.end}")
         yield log_softmax(logits[r, :n]), tokens[w.first_scored : w.end]  # [n, V], [n]
 
 
@@ -206,14 +219,10 @@ def scored_sequence(model, text_or_ids, bos: bool) -> np.ndarray:
     if isinstance(text_or_ids, str):
         if model.tokenizer is None:
             raise InputError("this model has no tokenizer: pass token ids instead of text")
-        try:
-            text_or_ids.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise InputError(f"the text is not valid Unicode ({error.reason} at character {error.start})") from None
-        ids = model.tokenizer.encode(text_or_ids)
+        ids = model.tokenizer.encode(text_or_ids)  # refuses text that is not valid Unicode
     else:
         ids = text_or_ids
-    ids = np.asarray(ids)
+    ids = integer_array(ids, "token ids")
     if ids.ndim != 1:
         raise InputError(f"token ids must be a [N] array, got shape {ids.shape}")
     if ids.size:

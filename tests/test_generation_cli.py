@@ -229,10 +229,11 @@ def test_unreadable_stdin(tiny_model_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def long_context_dir(tmp_path_factory):
-    """A small synthetic model with a 1024-token context: a long generation that Ctrl-C can interrupt."""
-    return write_checkpoint(
-        tmp_path_factory.mktemp("long-context"), GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=1024), seed=3
-    )
+    """A synthetic model with a 1024-token context: a long generation that Ctrl-C can interrupt. Wide
+    enough (~5 ms a token) that 1000 tokens outlast a test process starved of CPU by other work
+    (with 64 wide, the generation once finished before the signal arrived)."""
+    config = GPT2Config(n_layer=4, n_head=4, n_embd=256, n_positions=1024)
+    return write_checkpoint(tmp_path_factory.mktemp("long-context"), config, seed=3)
 
 
 def test_ctrl_c_while_streaming_stops_cleanly_and_keeps_the_text(long_context_dir):

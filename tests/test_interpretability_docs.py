@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 from engine.analysis.explain import Explanation
-from engine.analysis.saliency import METHODS, attribute
+from engine.analysis.saliency import METHODS, attribute, attribute_contrast
 from engine.capture import zero_heads
 
 PROMPT = "ROMEO: What light through yonder window breaks?"
@@ -53,6 +53,22 @@ def test_worked_example_figures(tiny_model):
         assert quoted and list(quoted.groups()) == top, (method, top)
         if method == "grad_x_input":
             assert f"grad_x_input `{top[0]}` {scores[best[0]]:.3f}, `{top[1]}` {scores[best[1]]:.3f}" in text
+
+    # Contrast: why '\n' rather than the runner-up.
+    logits = model(ids)[-1]
+    first, second = (int(i) for i in np.argsort(-logits)[:2])
+    assert first == NEWLINE
+    foil = model.tokenizer.decode([second])
+    mine = attribute_contrast(model, ids, NEWLINE, second, method="grad_x_input")
+    assert f"`'\\n'` and `{foil!r}`, {mine.value:.3f} apart in log p; why `'\\n'` rather than `{foil!r}`" in text
+    best = np.argsort(-mine.scores)[:3]
+    assert "grad_x_input " + ", ".join(f"`{piece(i)}` {mine.scores[i]:.3f}" for i in best) + ";" in text
+    signed = attribute_contrast(model, ids, NEWLINE, second, method="integrated_gradients").signed
+    best = np.argsort(-np.abs(signed))[:3]
+    assert "integrated gradients, signed, " + ", ".join(f"`{piece(i)}` {signed[i]:+.2f}" for i in best) in text
+    erased = attribute_contrast(model, ids, NEWLINE, second, method="erasure").signed
+    question = ids.index(model.tokenizer.encode("?")[0])
+    assert erased[question] < 0 and f"widen the gap ({erased[question]:.2f})".replace("-", "−") in text
 
     c = attribute(model, ids, NEWLINE, method="integrated_gradients").completeness
     # The sum's last digit is float32 rounding, which varies with the CPU: the quote is held to 1e-6.

@@ -251,10 +251,22 @@ def target_gradients(weights: GPT2Weights, config: GPT2Config, x, position: int,
     x: float32 [B, T, C] input embeddings (token + position). Returns (values float32 [B],
     gradients float32 [B, T, C]). Positions after `position` get exactly zero (causality).
     """
+    values, gradients = targets_gradients(weights, config, x, position, [target], of)
+    return values[0], gradients[0]
+
+
+def targets_gradients(weights: GPT2Weights, config: GPT2Config, x, position: int, targets, of: str):
+    """`target_gradients` for several targets at one position (K of them): one forward pass, then
+    one backward pass per target over the same saved activations. Returns (values float32 [K, B],
+    gradients float32 [K, B, T, C])."""
     logits, fp = gpt2_forward(weights, config, x, [position])  # [B, 1, V]
-    value, probs = target_forward(logits[:, 0], target, of)  # [B], [B, V]
-    d_logits = target_backward(probs, target, of)[:, None]  # [B, 1, V]
-    return value, gpt2_backward(d_logits, fp)
+    values, gradients = [], []
+    for target in targets:
+        value, probs = target_forward(logits[:, 0], target, of)  # [B], [B, V]
+        d_logits = target_backward(probs, target, of)[:, None]  # [B, 1, V]
+        values.append(value)
+        gradients.append(gpt2_backward(d_logits, fp))  # [B, T, C]; the backward only reads fp
+    return np.stack(values), np.stack(gradients)
 
 
 # ----------------------------------------------------------------------------------------------

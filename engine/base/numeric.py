@@ -13,13 +13,19 @@ import numpy as np
 NEG_INF = np.float32(-np.inf)
 
 
+# A score more than float32's range below the row's maximum is -inf once shifted: its exp is 0,
+# as it would be anyway, so that overflow is not worth a warning.
+
+
 def softmax(x, axis=-1):  # [..., V] -> [..., V], rows summing to 1
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    with np.errstate(over="ignore"):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1):  # [..., V] -> [..., V], log-probabilities
-    shifted = x - x.max(axis=axis, keepdims=True)
+    with np.errstate(over="ignore"):
+        shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
@@ -45,8 +51,11 @@ def top_sorted(scores, k: int):  # [G, N] -> indices int64 [G, k], values [G, k]
 
 def top_k_mask(scores, k):  # [B, V] -> bool [B, V]
     """True for exactly k tokens per row (`highest_k`); `k` is an int or one int per row. Tokens
-    already ruled out (-inf) are never kept, so a row with fewer than k others keeps just those."""
+    already ruled out (-inf) are never kept, so a row with fewer than k others keeps just those
+    (and a k above V, however large, keeps every token, as Hugging Face's top-k does)."""
     B, V = scores.shape
+    if np.ndim(k) == 0:
+        k = min(int(k), V)  # before NumPy sees it: a Python int may not fit in int64
     ks = np.broadcast_to(np.asarray(k, dtype=np.int64), (B,))
     keep = np.zeros((B, V), dtype=bool)
     for b in range(B):

@@ -18,6 +18,7 @@ import os
 import numba
 from threadpoolctl import threadpool_limits
 
+from .checks import shown
 from .errors import InputError
 
 ENV_VAR = "GPT2_ENGINE_THREADS"
@@ -36,7 +37,7 @@ def set_threads(n: int) -> None:
     global _blas_limit
     available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set when numba loads
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= available:
-        raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {n!r}")
+        raise InputError(f"threads must be an integer from 1 to {available} (the cores available), got {shown(n)}")
     numba.set_num_threads(n)
     _blas_limit = threadpool_limits(limits=1, user_api="blas")  # every BLAS loaded by now
 
@@ -56,5 +57,5 @@ def threads_from_environment() -> None:
     try:
         threads = int(value)
     except ValueError:
-        raise InputError(f"{ENV_VAR} must be an integer, got {value!r}") from None
+        raise InputError(f"{ENV_VAR} must be an integer, got {shown(value)}") from None
     set_threads(threads)

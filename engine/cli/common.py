@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
 import sys
+from typing import BinaryIO
 
+from ..base.checks import format_bytes, memory_limit
 from ..base.errors import GPT2Error
+from ..base.files import decode_utf8
 from ..base.threads import set_threads
 from ..gpt2 import GPT2
 
@@ -38,29 +44,64 @@ def load_model(name: str) -> GPT2:
     return GPT2.from_pretrained(name)
 
 
-def decode_utf8(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise GPT2Error(f"{name}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start})") from None
-
-
 def argument_text(value: str, name: str) -> str:
     """A command-line argument as text: undecodable bytes in argv arrive as lone surrogates, so they
     are given back as bytes and refused with the offset of the first bad one."""
     return decode_utf8(os.fsencode(value), name)
 
 
+# Bytes of memory per byte of a text while it is scored: the bytes, the str, its tokens as Python ints
+# and as int64 (GPT-2 makes about one token per 4 bytes of English).
+MEMORY_PER_TEXT_BYTE = 20
+
+
+def read_all(path: str, name: str, cannot_read: str) -> bytes:
+    """Every byte of a file, or of stdin for "-", read a MiB at a time and refused (naming `name`)
+    once there is more than memory allows for a text the command then tokenizes. A read that fails
+    is `cannot_read (the reason)`."""
+    limit = memory_limit() // MEMORY_PER_TEXT_BYTE
+    chunks, total = [], 0
+    try:
+        with contextlib.ExitStack() as stack:
+            stream: BinaryIO
+            if path != "-":
+                stream = stack.enter_context(open(path, "rb"))
+            elif sys.stdin is None:  # the process was started with stdin closed
+                raise GPT2Error(f"{cannot_read} (stdin is closed)")
+            else:
+                stream = sys.stdin.buffer
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise GPT2Error(
+                        f"{name}: more than {format_bytes(limit)} of text, more than memory allows to score "
+                        f"({MEMORY_PER_TEXT_BYTE} bytes of memory per byte of text)"
+                    )
+                chunks.append(chunk)
+    except (OSError, ValueError) as error:  # ValueError: a stream closed under us
+        raise GPT2Error(f"{cannot_read} ({getattr(error, 'strerror', None) or error})") from None
+    return b"".join(chunks)
+
+
 def read_text_file(path: str) -> str:
     """The text of a file ("-": stdin), its bytes decoded as UTF-8 exactly (no newline translation)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as file:
-                data = file.read()
-    except OSError as error:
-        raise GPT2Error(f"{path}: cannot read the file ({error.strerror or error})") from None
+    data = read_all(path, path, f"{path}: cannot read the file")
     if not data:
         raise GPT2Error(f"{path}: the file is empty")
     return decode_utf8(data, path)
+
+
+def finite_or_none(value):
+    """value with every float that JSON cannot hold (NaN, infinity) replaced by None (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def json_line(value, indent: int | None = None) -> str:
+    """value as JSON that any parser reads: NaN and infinities (an infinite perplexity) become null."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..base.errors import GPT2Error
 from ..generation import GenerationStream, make_search, options_from
-from .common import add_model_argument, add_threads_argument, argument_text, decode_utf8, load_model
+from .common import (
+    add_model_argument,
+    add_threads_argument,
+    argument_text,
+    decode_utf8,
+    json_line,
+    load_model,
+    read_all,
+)
 
 # Generation option -> the flag that sets it, for error messages.
 GENERATE_FLAGS = {"num_return_sequences": "--batch-size", "stop_token_ids": "--stop-id", "stop_at_eos": "--ignore-eos"}
@@ -24,40 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("prompt", nargs="?", help="the prompt (read from stdin, exactly as given, when omitted)")
     add_model_argument(p)
     p.add_argument("--max-new-tokens", "-n", type=int, default=50, help="tokens to generate at most (default: 50)")
-    p.add_argument(
-        "--temperature",
-        "-t",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 for greedy (default: 1.0; 0 with --num-beams)",
-    )
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
-    p.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)",
-    )
-    p.add_argument(
-        "--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)"
-    )
-    p.add_argument(
-        "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
-    )
-    p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
-    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="stop before this text (repeatable; the text is cut before it)",
-    )
-    p.add_argument(
-        "--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)"
-    )
-    p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
-    p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
+    add_sampling_arguments(p, temperature_default="1.0; 0 with --num-beams")
     p.add_argument(
         "--batch-size",
         "-b",
@@ -87,26 +61,50 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def read_prompt(args) -> str:
-    if args.prompt is not None:
-        return argument_text(args.prompt, "PROMPT")
-    if sys.stdin is None:  # the process was started with stdin closed
-        raise GPT2Error("cannot read the prompt from stdin (it is closed): give PROMPT, or pipe the prompt in")
-    if sys.stdin.isatty():
-        print("gpt2: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr)
-    try:
-        data = sys.stdin.buffer.read()
-    except (OSError, ValueError) as error:
-        raise GPT2Error(f"cannot read the prompt from stdin ({getattr(error, 'strerror', None) or error})") from None
-    return decode_utf8(data, "the prompt on stdin")
+def add_sampling_arguments(p, temperature_default: str) -> None:
+    """The flags that choose how one sequence is sampled, shared with `gpt2 explain` (which
+    samples the way generate does): temperature, top-k, top-p, penalties, seed, stops, BOS."""
+    p.add_argument(
+        "--temperature",
+        "-t",
+        type=float,
+        default=None,
+        help=f"sampling temperature, 0 for greedy (default: {temperature_default})",
+    )
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample from the smallest set of tokens whose probability reaches p, in (0, 1] (default: 1)",
+    )
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 makes seen tokens less likely (default: 1)"
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (default: off)"
+    )
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text or stop id before this many tokens")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before this text (repeatable; the text is cut before it)",
+    )
+    p.add_argument(
+        "--stop-id", action="append", type=int, default=[], metavar="ID", help="stop at this token id (repeatable)"
+    )
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at <|endoftext|>")
+    p.add_argument("--bos", action="store_true", help="put <|endoftext|> before the prompt (allows an empty prompt)")
 
 
-def generation_options(args) -> dict:
+def sampling_options(args, default_temperature: float) -> dict:
+    """The generation options of the flags `add_sampling_arguments` adds."""
     return {
-        "max_new_tokens": args.max_new_tokens,
         "top_k": args.top_k,
-        # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
-        "temperature": args.temperature if args.temperature is not None else (1.0 if args.num_beams == 1 else 0.0),
+        "temperature": args.temperature if args.temperature is not None else default_temperature,
         "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty,
         "no_repeat_ngram_size": args.no_repeat_ngram_size,
@@ -116,6 +114,25 @@ def generation_options(args) -> dict:
         "stop_token_ids": tuple(args.stop_id),
         "stop_at_eos": not args.ignore_eos,
         "bos": args.bos,
+    }
+
+
+def read_prompt(args) -> str:
+    if args.prompt is not None:
+        return argument_text(args.prompt, "PROMPT")
+    if sys.stdin is None:  # the process was started with stdin closed
+        raise GPT2Error("cannot read the prompt from stdin (it is closed): give PROMPT, or pipe the prompt in")
+    if sys.stdin.isatty():
+        print("gpt2: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr)
+    data = read_all("-", "the prompt on stdin", "cannot read the prompt from stdin")
+    return decode_utf8(data, "the prompt on stdin")
+
+
+def generation_options(args) -> dict:
+    # The command samples by default (as R's gpt2() and llama.cpp do); beam search is greedy.
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        **sampling_options(args, 1.0 if args.num_beams == 1 else 0.0),
         "num_return_sequences": args.batch_size,
         "num_beams": args.num_beams,
         "length_penalty": args.length_penalty,
@@ -130,7 +147,7 @@ def spell_flag(name: str) -> str:
 def print_results(prompt: str, results, as_json: bool) -> None:
     for i, result in enumerate(results):
         if as_json:
-            print(json.dumps(result.to_dict()))
+            print(json_line(result.to_dict()))
             continue
         if len(results) > 1:
             score = f", score {result.score:.4f}" if result.score is not None else ""

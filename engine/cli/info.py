@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from ..state.loader import describe_checkpoint
-from .common import add_model_argument, load_model
+from .common import add_model_argument, json_line, load_model
 
 
 def add_parser(subparsers) -> None:
@@ -35,7 +33,7 @@ def run(args) -> int:
         "files": files["files"],
     }
     if args.json:
-        print(json.dumps(facts, indent=2))
+        print(json_line(facts, indent=2))
         return 0
     stored = ", ".join(f"{d} ({n} tensors)" for d, n in files["dtypes"].items())
     print(f"model       {model.source}")

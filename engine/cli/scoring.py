@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import math
-
 from ..base.errors import GPT2Error
-from ..scoring import window_options
-from .common import add_model_argument, add_threads_argument, argument_text, load_model, read_text_file
+from ..scoring import perplexity_of, window_options
+from .common import add_model_argument, add_threads_argument, argument_text, json_line, load_model, read_text_file
 
 
 def add_scoring_arguments(p) -> None:
@@ -70,7 +67,7 @@ def run_perplexity(args) -> int:
             raise GPT2Error(f"{path}: {error}") from None
     total_nll, tokens = sum(s.total_nll for s in results), sum(s.count for s in results)
     combined = {
-        "perplexity": math.exp(total_nll / tokens),
+        "perplexity": perplexity_of(total_nll / tokens),
         "mean_nll": total_nll / tokens,
         "total_nll": total_nll,
         "tokens": tokens,
@@ -81,7 +78,7 @@ def run_perplexity(args) -> int:
             for path, s in zip(args.files, results)
         ]
         s = results[0]
-        print(json.dumps(combined | {"context": s.context, "stride": s.stride, "bos": s.bos, "files": files}, indent=2))
+        print(json_line(combined | {"context": s.context, "stride": s.stride, "bos": s.bos, "files": files}, indent=2))
         return 0
     for path, s in zip(args.files, results):
         print(
@@ -115,7 +112,7 @@ def run_score(args) -> int:
         logprobs = [float(lp) if ok else None for lp, ok in zip(s.logprobs, scored)]
         windows = [[w.begin, w.end, w.first_scored] for w in s.windows]
         print(
-            json.dumps(
+            json_line(
                 summary(s)
                 | {
                     "context": s.context,

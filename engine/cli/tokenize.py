@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from ..state.tokenizer import gpt2_tokenizer
+from .common import argument_text, json_line
 
 
 def add_parser(subparsers) -> None:
@@ -16,10 +15,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     tokenizer = gpt2_tokenizer()
-    ids = tokenizer.encode(args.text)
+    ids = tokenizer.encode(argument_text(args.text, "TEXT"))  # invalid UTF-8 refused, as generate does
     pieces = tokenizer.pieces(ids, errors="backslashreplace")
     if args.json:
-        print(json.dumps({"ids": ids, "pieces": pieces}))
+        print(json_line({"ids": ids, "pieces": pieces}))
         return 0
     for i, piece in zip(ids, pieces):
         print(f"{i:>6}  {piece!r}")

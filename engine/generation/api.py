@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..base.checks import check_memory
 from ..base.errors import InputError
 from ..capture import StepwiseCapture
 from .beam_search import BeamSearch
@@ -14,9 +15,12 @@ def make_search(model, prompt, options: dict, spell=lambda name: name):
     """Check everything, then build the search (TokenSearch or BeamSearch) and say whether a
     single prompt was given."""
     o = options_from(options).checked(spell)
+    if model.tokenizer is None:
+        raise InputError("this model has no tokenizer, and generation decodes the new tokens to text")
     prompts, single = prompt_token_ids(model, prompt, o.bos)
     check_room(model, prompts, o.max_new_tokens, spell)
     check_token_options(model, o, spell)
+    check_generation_memory(model.config, prompts, o, spell)
     search = (BeamSearch if o.num_beams > 1 else TokenSearch)(model, prompts, o)
     return search, single
 
@@ -28,6 +32,20 @@ def check_token_options(model, o: GenerationOptions, spell=lambda name: name) ->
         bad = [i for i in ids if i >= n_vocab]
         if bad:
             raise InputError(f"{spell(name)}: token id {bad[0]} is out of range for vocab_size {n_vocab}")
+
+
+def check_generation_memory(config, prompts: list[list[int]], o, spell) -> None:
+    """Refuse, before one row is built, a batch whose KV cache and per-step arrays cannot fit in
+    memory, naming the option that asked for the rows. Per row: the cache (keys and values of every
+    layer for every slot), its history, and a handful of [V] float32 arrays each step (logits,
+    processed scores, probabilities); beam search also ranks [K * V] candidates per prompt."""
+    copies, name = (o.num_beams, "num_beams") if o.num_beams > 1 else (o.num_return_sequences, "num_return_sequences")
+    rows = len(prompts) * copies
+    slots = max(len(p) for p in prompts) + o.max_new_tokens
+    per_row = 2 * config.n_layer * config.n_embd * slots * 4 + slots * 8 + 8 * config.vocab_size * 4
+    beams = len(prompts) * o.num_beams * config.vocab_size * 4 * 4 if o.num_beams > 1 else 0
+    batch = f" for each of {len(prompts)} prompts" if len(prompts) > 1 else ""
+    check_memory(rows * per_row + beams, f"{spell(name)}={copies}{batch} ({rows:,} rows of {slots} tokens)")
 
 
 def single_sequence(search, single: bool, what: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..base.checks import FLOAT32_MAX, FLOAT32_TINY, check_finite
 from ..base.numeric import log_softmax, top_sorted
 from .options import FINISH_REASONS, GenerationOptions, GenerationResult, end_token_ids
 from .processors import process_scores
@@ -15,6 +16,12 @@ from .prompts import prefill
 from .text import first_stop
 
 BEAM_PLACEHOLDER = np.float32(-1.0e9)  # Hugging Face's score for "no hypothesis here"
+
+
+def length_divisor(length: int, length_penalty: float) -> np.float32:
+    """length ** length_penalty as a float32 that is neither 0 nor infinite (options.py bounds the
+    penalty so that this never has to clip for contexts of GPT-2's size)."""
+    return np.float32(min(max(float(length) ** length_penalty, FLOAT32_TINY), FLOAT32_MAX))
 
 
 def merge_kept(old, new, keep):  # [g, K, ...] and [g, C, ...] -> [g, k, ...]
@@ -46,7 +53,7 @@ class BeamSearch:
 
     def __init__(self, model, prompts: list[list[int]], options: GenerationOptions):
         self.model, self.options, self.prompts = model, options, prompts
-        self.end_ids = end_token_ids(model.config.eos_token_id, options)
+        self.end_ids = end_token_ids(model.config.eos_token_ids, options)
         self.finished: list[list[GenerationResult] | None] = [None] * len(prompts)  # per prompt, when done
         # (prompts in the batch, their beams' tokens [g, K, M], logprobs [g, K, M], length): for the
         # results after an interruption
@@ -73,6 +80,7 @@ class BeamSearch:
         improvable = np.ones(G, dtype=bool)  # Hugging Face's is_early_stop_heuristic_unsatisfied
         for cur in range(M):  # cur: tokens each running beam has so far
             g_n = len(groups)
+            check_finite(logits, f"the logits for new token {cur + 1}")
             logprobs_all = log_softmax(logits)  # [g_n * K, V], the model's own
             histories = (
                 [
@@ -84,7 +92,12 @@ class BeamSearch:
                 else None
             )
             scores = process_scores(
-                logprobs_all, histories, n_new=cur, end_ids=self.end_ids, **o.processor_options()
+                logprobs_all,
+                histories,
+                n_new=cur,
+                end_ids=self.end_ids,
+                n_tokens=model.tokenizer.n_vocab,
+                **o.processor_options(),
             )  # [g_n * K, V]
             totals = (scores.reshape(g_n, K, V) + run_scores[:, :, None]).reshape(g_n, K * V)  # [g_n, K * V]
             cand_index, cand_scores = top_sorted(totals, C)  # [g_n, C]
@@ -108,7 +121,7 @@ class BeamSearch:
             # The finished hypotheses: the best K of those so far and the candidates that just ended
             # among the first K (Hugging Face's order of float32 operations, for equal scores).
             just_finished = hits & (np.arange(C) < K)[None, :]  # [g_n, C]
-            new_scores = cand_scores / np.float32((cur + 1) ** lp)
+            new_scores = cand_scores / length_divisor(cur + 1, lp)
             full = fin_done.all(axis=1, keepdims=True) & (o.early_stopping is True)
             new_scores = new_scores + full.astype(np.float32) * BEAM_PLACEHOLDER
             new_scores = new_scores + (~improvable[:, None]).astype(np.float32) * BEAM_PLACEHOLDER
@@ -123,7 +136,7 @@ class BeamSearch:
 
             # Can a running beam still beat the worst finished hypothesis?
             best_length = M if (o.early_stopping == "never" and lp > 0) else cur + 1
-            best_running = run_scores[:, :1] / np.float32(best_length**lp)  # [g_n, 1]
+            best_running = run_scores[:, :1] / length_divisor(best_length, lp)  # [g_n, 1]
             worst = np.where(fin_done, fin_scores.min(axis=1, keepdims=True), BEAM_PLACEHOLDER)  # [g_n, K]
             improvable = improvable & (best_running > worst).any(axis=1)
             self.running = (groups, run_tokens, run_logprobs, cur + 1)  # for results after an interruption
@@ -153,7 +166,7 @@ class BeamSearch:
         if self.end_ids:
             reason[np.isin(token, self.end_ids)] = FINISH_REASONS.index("stop")
             if o.stop_at_eos:
-                reason[token == self.model.config.eos_token_id] = FINISH_REASONS.index("eos")
+                reason[np.isin(token, self.model.config.eos_token_ids)] = FINISH_REASONS.index("eos")
         if o.stop:
             for i, c in zip(*np.nonzero(reason < 0)):
                 text = self.model.tokenizer.decode(cand_tokens[i, c, : cur + 1])

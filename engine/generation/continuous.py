@@ -110,7 +110,7 @@ class ContinuousBatch:
         cache, logits = prefill(self.model, [prompt], options.max_new_tokens, 1)  # 1 row, [1, V]
         seed = options.seed or 0
         job = Job(
-            list(prompt), options, [], top_logprobs, end_ids=end_token_ids(self.model.config.eos_token_id, options)
+            list(prompt), options, [], top_logprobs, end_ids=end_token_ids(self.model.config.eos_token_ids, options)
         )
         members = []
         for j in range(rows):
@@ -148,7 +148,9 @@ class ContinuousBatch:
         for job, slots in jobs.items():
             members = [self.slots[i] for i in slots]
             logits = np.stack([row.logits for row in members if row.logits is not None])  # [n, V]
-            tokens, logprobs = choose_tokens(job.options, job.end_ids, [row.sequence for row in members], logits)
+            tokens, logprobs = choose_tokens(
+                job.options, job.end_ids, [row.sequence for row in members], logits, self.model.tokenizer.n_vocab
+            )
             if job.top_logprobs:
                 top_ids, top_values = top_sorted(logprobs, job.top_logprobs)  # [n, k]
             for r, (row, token) in enumerate(zip(members, tokens.tolist())):

@@ -8,15 +8,16 @@ fresh random one there, so a run can always be repeated from its result.
 
 from __future__ import annotations
 
-import math
-import numbers
 import secrets
 from dataclasses import dataclass, field, fields, replace
 
-from ..base.checks import check_integer, is_integer
+from ..base.checks import check_integer, is_finite_number, is_integer, shown
 from ..base.errors import InputError
 
 FINISH_REASONS = ("length", "stop", "eos")
+# |length_penalty| at most: 1024 ** 10 and 1024 ** -10 are still float32 numbers (beam scores are
+# divided by length ** length_penalty), and nothing beyond it ranks beams differently in practice.
+MAX_LENGTH_PENALTY = 10
 
 
 @dataclass
@@ -85,20 +86,18 @@ class GenerationOptions:
         """These options with every value checked (InputError naming `spell(argument)` if not)."""
 
         def fail(name, requirement, value):
-            raise InputError(f"{spell(name)} must be {requirement}, got {value!r}")
+            raise InputError(f"{spell(name)} must be {requirement}, got {shown(value)}")
 
         def as_tuple(name, value, is_one, requirement):  # one value, or any iterable of them
             if is_one(value):
                 return (value,)
             try:
-                return tuple(value or ())
+                return () if value is None else tuple(value)  # not `value or ()`: an array has no truth value
             except TypeError:
                 fail(name, requirement, value)
 
         is_int = is_integer
-
-        def is_number(value):
-            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        is_number = is_finite_number
 
         for name, low in (
             ("max_new_tokens", 1),
@@ -128,8 +127,9 @@ class GenerationOptions:
             bias = {int(i): float(b) for i, b in bias.items()}
         if self.seed is not None:
             check_integer(spell("seed"), self.seed, 0)
-        if not is_number(self.length_penalty):
-            fail("length_penalty", "a finite number", self.length_penalty)
+        if not is_number(self.length_penalty) or abs(self.length_penalty) > MAX_LENGTH_PENALTY:
+            # length ** penalty must stay a float32 for every length a context holds
+            fail("length_penalty", f"a number from -{MAX_LENGTH_PENALTY} to {MAX_LENGTH_PENALTY}", self.length_penalty)
         if self.early_stopping not in (True, False, "never"):
             fail("early_stopping", 'True, False or "never"', self.early_stopping)
         stop = as_tuple("stop", self.stop, lambda s: isinstance(s, str), "non-empty strings")
@@ -194,11 +194,11 @@ def options_from(options: dict) -> GenerationOptions:
     known = {f.name for f in fields(GenerationOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise InputError(f"unknown generation option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise InputError(f"unknown generation option {shown(unknown[0])} (known: {', '.join(sorted(known))})")
     return GenerationOptions(**options)
 
 
-def end_token_ids(eos_token_id: int, options: GenerationOptions) -> list[int]:
-    """The tokens that end a sequence: end-of-text (unless stop_at_eos=False), then the stop ids."""
-    ends = [eos_token_id] if options.stop_at_eos else []
+def end_token_ids(eos_token_ids: tuple[int, ...], options: GenerationOptions) -> list[int]:
+    """The tokens that end a sequence: the end-of-text ids (unless stop_at_eos=False), then the stop ids."""
+    ends = list(eos_token_ids) if options.stop_at_eos else []
     return ends + [i for i in options.stop_token_ids if i not in ends]

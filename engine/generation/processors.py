@@ -5,6 +5,7 @@ being generated), float32 [B, V] out, a new array. A token a processor rules out
 have the semantics of Hugging Face's processors of the same purpose, so that results can be
 compared token for token, with one deliberate difference (top-k, see `top_k_filter`):
 
+    suppress_from               (none: Hugging Face would generate an embedding's padding ids)
     logit_bias_filter           SequenceBiasLogitsProcessor for one-token sequences (OpenAI's logit_bias)
     presence_frequency_filter   OpenAI's presence_penalty and frequency_penalty (Hugging Face has none)
     repetition_penalty_filter   RepetitionPenaltyLogitsProcessor
@@ -33,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..base.checks import FLOAT32_MAX, FLOAT32_TINY
+from ..base.errors import InputError
 from ..base.numeric import NEG_INF, softmax, top_k_mask
 
 # ----------------------------------------------------------------------------------------------
@@ -74,11 +77,15 @@ def repetition_penalty_filter(scores, histories, penalty: float):  # [B, V] -> [
     a positive one divided by it, so penalty > 1 always lowers it (< 1 raises it).
     """
     out = scores.copy()
-    factor = np.float32(penalty)
+    # A penalty beyond float32's range acts as the nearest float32 (never 0 or infinity), and a
+    # score it pushes past float32's range stops at the largest float32: never NaN, never +inf.
+    factor = np.float32(min(max(penalty, FLOAT32_TINY), FLOAT32_MAX))
     for b, history in enumerate(histories):
         seen = np.unique(np.asarray(history, dtype=np.int64))  # [n] distinct ids
         values = out[b, seen]
-        out[b, seen] = np.where(values < 0, values * factor, values / factor)
+        with np.errstate(over="ignore", under="ignore"):
+            penalised = np.where(values < 0, values * factor, values / factor)
+        out[b, seen] = np.where(values == NEG_INF, NEG_INF, np.clip(penalised, -FLOAT32_MAX, FLOAT32_MAX))
     return out
 
 
@@ -113,8 +120,22 @@ def min_new_tokens_filter(scores, n_new: int, min_new_tokens: int, end_ids):  # 
 
 
 def apply_temperature(scores, temperature: float):  # [B, V] -> [B, V]
-    """Divide by the temperature (> 0): below 1 sharpens the distribution, above 1 flattens it."""
-    return scores / np.float32(temperature)
+    """Divide by the temperature (> 0): below 1 sharpens the distribution, above 1 flattens it.
+
+    At the edges of float32 the distribution is kept, not the numbers: a temperature so small that
+    scores / temperature would overflow (or that is 0 in float32) divides each row's scores less
+    their maximum, so the most likely tokens keep score 0 and the others go to -inf (sampling
+    becomes a draw among the tied best: greedy in the limit); a temperature beyond float32's range
+    acts as its largest value (a uniform draw in the limit). Ruled-out tokens stay -inf.
+    """
+    t = np.float32(min(temperature, FLOAT32_MAX))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scaled = scores / t
+        if np.isfinite(scaled[scores != NEG_INF]).all():
+            return scaled  # every temperature in practice: exactly Hugging Face's division
+        top = scores.max(axis=-1, keepdims=True)  # [B, 1]
+        shifted = scores - np.where(np.isfinite(top), top, np.float32(0))  # [B, V], <= 0
+        return np.where(shifted == 0, np.float32(0), shifted / t).astype(np.float32)
 
 
 def top_k_filter(scores, k: int):  # [B, V] -> [B, V]
@@ -125,6 +146,14 @@ def top_k_filter(scores, k: int):  # [B, V] -> [B, V]
     it can keep more than k; without ties at the k-th score the two agree.)
     """
     return np.where(top_k_mask(scores, k), scores, NEG_INF)
+
+
+def suppress_from(scores, first: int):  # [B, V] -> [B, V]
+    """Rule out every id from `first` on: the padding rows of an embedding larger than the
+    tokenizer (nanoGPT pads GPT-2's 50257 to 50304), which no text decodes to."""
+    out = scores.copy()
+    out[:, first:] = NEG_INF
+    return out
 
 
 def nucleus_size(probs, top_p: float) -> int:
@@ -190,8 +219,10 @@ def process_scores(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    n_tokens: int | None = None,
 ):
-    """Apply the processors that are switched on, in the order of Hugging Face's `generate()`.
+    """Apply the processors that are switched on, in the order of Hugging Face's `generate()`,
+    after ruling out the ids from `n_tokens` on (the tokenizer's size, when the embedding is larger).
 
     scores: float32 [B, V] (logits, or log-probabilities in beam search, as Hugging Face does);
     histories[b]: the ids of row b's sequence so far (prompt without padding, then new tokens;
@@ -200,6 +231,8 @@ def process_scores(
     (temperature, top-k, top-p) are skipped, as Hugging Face skips them without do_sample.
     Returns float32 [B, V].
     """
+    if n_tokens is not None and n_tokens < scores.shape[-1]:
+        scores = suppress_from(scores, n_tokens)
     if logit_bias:
         scores = logit_bias_filter(scores, logit_bias)
     if presence_penalty != 0.0 or frequency_penalty != 0.0:
@@ -211,6 +244,7 @@ def process_scores(
     if min_new_tokens > 0:
         scores = min_new_tokens_filter(scores, n_new, min_new_tokens, end_ids)
     if temperature > 0:
+        check_choice_left(scores, n_new)  # the sampling processors would make NaN of an empty row
         if temperature != 1.0:
             scores = apply_temperature(scores, temperature)
         if top_k is not None:
@@ -222,6 +256,18 @@ def process_scores(
 
 # ----------------------------------------------------------------------------------------------
 # Choosing the next token
+
+
+def check_choice_left(scores, n_new: int) -> None:
+    """Every row must keep a token to choose: options that rule out the whole vocabulary (a
+    no_repeat_ngram_size of 1 after a history holding every token of a small vocabulary) cannot
+    go on, and sampling from nothing would draw from NaN."""
+    empty = np.flatnonzero((scores == NEG_INF).all(axis=-1))
+    if empty.size:
+        raise InputError(
+            f"the options rule out every token for new token {n_new + 1} of row {int(empty[0])} "
+            "(no_repeat_ngram_size, min_new_tokens and the stop ids leave nothing to choose)"
+        )
 
 
 def greedy_choice(scores) -> np.ndarray:  # [B, V] -> int64 [B]

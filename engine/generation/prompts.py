@@ -29,14 +29,7 @@ def prompt_token_ids(model, prompt, bos: bool) -> tuple[list[list[int]], bool]:
         prompts, single = [prompt], True
     elif isinstance(prompt, (list, tuple)) and prompt and all(is_integer(x) for x in prompt):
         prompts, single = [list(prompt)], True
-    elif (
-        isinstance(prompt, (list, tuple))
-        and prompt
-        and all(
-            isinstance(p, str) or (isinstance(p, (list, tuple, np.ndarray)) and all(is_integer(x) for x in p))
-            for p in prompt
-        )
-    ):
+    elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) or is_id_list(p) for p in prompt):
         prompts, single = list(prompt), False
     else:
         raise InputError("the prompt must be a string, a list of strings, token ids, or a list of token id lists")
@@ -57,6 +50,13 @@ def prompt_token_ids(model, prompt, bos: bool) -> tuple[list[list[int]], bool]:
             raise InputError(f"{which}: token id {bad[0]} is out of range for vocab_size {n_vocab}")
         batch.append(ids)
     return batch, single
+
+
+def is_id_list(p) -> bool:
+    """Whether p is one prompt's token ids: a list, tuple or [T] array of integers."""
+    if isinstance(p, np.ndarray) and p.ndim != 1:
+        return False
+    return isinstance(p, (list, tuple, np.ndarray)) and all(is_integer(x) for x in p)
 
 
 def check_room(model, prompts: list[list[int]], max_new_tokens: int, spell=lambda name: name) -> None:

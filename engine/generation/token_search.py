@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..base.checks import check_finite
 from ..base.numeric import log_softmax
 from .options import GenerationOptions, GenerationResult, end_token_ids
-from .processors import greedy_choice, process_scores, row_generator, sample_choice
+from .processors import check_choice_left, greedy_choice, process_scores, row_generator, sample_choice
 from .prompts import prefill
 from .text import IncrementalText
 
@@ -32,7 +33,7 @@ class Sequence:
         self.text = IncrementalText(model.tokenizer, options.stop)
         self.generator = generator
         self.max_new_tokens = options.max_new_tokens
-        self.eos = model.config.eos_token_id if options.stop_at_eos else None
+        self.eos = set(model.config.eos_token_ids) if options.stop_at_eos else set()
         self.stop_ids = set(options.stop_token_ids)
 
     def seen(self) -> np.ndarray:  # int64 [prompt + new tokens]
@@ -42,7 +43,7 @@ class Sequence:
         self.history[len(self.prompt) + len(self.token_ids)] = token
         self.token_ids.append(token)
         self.logprobs.append(logprob)
-        if token == self.eos:
+        if token in self.eos:
             self.finish_reason = "eos"
         elif token in self.stop_ids or self.text.add(token):
             self.finish_reason = "stop"
@@ -58,21 +59,27 @@ class Sequence:
         )
 
 
-def choose_tokens(options: GenerationOptions, end_ids, rows: list[Sequence], logits):
+def choose_tokens(options: GenerationOptions, end_ids, rows: list[Sequence], logits, n_tokens: int | None = None):
     """The next token of each row, all under the same options, each with the same number of new
     tokens: logits [B, V] -> (tokens int64 [B], the model's own log-probabilities [B, V]: the
-    log-softmax of the raw logits, before any processor)."""
+    log-softmax of the raw logits, before any processor). n_tokens: the tokenizer's size (ids from
+    it on, an embedding's padding, are never chosen). TokenSearch and the continuous batch
+    (continuous.py) both choose this way."""
     o = options
+    n_new = len(rows[0].token_ids)
+    check_finite(logits, f"the logits for new token {n_new + 1}")
     scores = process_scores(
         logits,
         [seq.seen() for seq in rows] if o.uses_history else None,
-        n_new=len(rows[0].token_ids),
+        n_new=n_new,
         end_ids=end_ids,
         temperature=o.temperature,
         top_k=o.top_k,
         top_p=o.top_p,
+        n_tokens=n_tokens,
         **o.processor_options(),
     )  # [B, V]
+    check_choice_left(scores, n_new)
     tokens = sample_choice(scores, [seq.generator for seq in rows]) if o.sampling else greedy_choice(scores)
     return tokens, log_softmax(logits)
 
@@ -90,7 +97,7 @@ class TokenSearch:
             for p in prompts
             for j in range(n)
         ]  # prompt-major: row i * n + j is sample j of prompt i
-        self.end_ids = end_token_ids(model.config.eos_token_id, options)
+        self.end_ids = end_token_ids(model.config.eos_token_ids, options)
         self.hooks = None  # passed to every model call (generate(capture=...))
 
     def steps(self):
@@ -117,7 +124,7 @@ class TokenSearch:
             ]  # [B, V], one step through the cache
 
     def choose(self, active, logits):  # logits [B, V] -> tokens int64 [B], logprobs float32 [B]
-        tokens, logprobs_all = choose_tokens(self.options, self.end_ids, active, logits)
+        tokens, logprobs_all = choose_tokens(self.options, self.end_ids, active, logits, self.model.tokenizer.n_vocab)
         return tokens, logprobs_all[np.arange(len(active)), tokens]  # [B], the model's own
 
     def results(self) -> list[GenerationResult]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..base.errors import ModelNotFoundError
+from ..base.checks import shown
+from ..base.errors import InputError, ModelNotFoundError
+from ..base.files import FILE, is_what, read_bytes, what_is_at
 
 # Short name -> repository id on the Hugging Face hub.
 PUBLISHED = {
@@ -76,8 +78,12 @@ def find_in_cache(repo_id: str, cache_dir: Path) -> Path | None:
     if not snapshots.is_dir():
         return None
     ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        candidate = snapshots / ref.read_text().strip()
+    try:
+        commit = read_bytes(ref, ModelNotFoundError, 1024).decode("ascii").strip() if ref.is_file() else ""
+    except (ModelNotFoundError, UnicodeDecodeError):  # an unreadable ref: look at the snapshots instead
+        commit = ""
+    if commit and "/" not in commit and commit not in (".", ".."):
+        candidate = snapshots / commit
         if is_complete_model_dir(candidate):
             return candidate
     # No usable ref: take the newest complete snapshot.
@@ -87,14 +93,21 @@ def find_in_cache(repo_id: str, cache_dir: Path) -> Path | None:
 
 def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool = False) -> Path:
     """A directory holding config.json and the weights, for a path or a published model name."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(f"the model must be a directory path or a published name, got {shown(name_or_path)}")
     text = os.fspath(name_or_path)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise InputError(f"the model must be a directory path or a published name, got {shown(text)}")
     path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelNotFoundError(
-                f"{path}: is a file; pass the model directory that holds config.json and model.safetensors"
-            )
+    kind = what_is_at(path)
+    if kind == "a directory":
         return path
+    if kind == FILE:
+        raise ModelNotFoundError(
+            f"{path}: is a file; pass the model directory that holds config.json and model.safetensors"
+        )
+    if kind is not None:  # a dangling link, a link loop, a FIFO, ...: something is there, just not a model
+        raise ModelNotFoundError(f"{path}: {is_what(kind)}, not a model directory")
     # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
     if looks_like_path:
@@ -102,7 +115,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     text = SIZE_ALIASES.get(text, text)
     if "/" not in text and text not in PUBLISHED:
         raise ModelNotFoundError(
-            f"unknown model {text!r}: not a directory, and not a published name "
+            f"unknown model {shown(text)}: not a directory, and not a published name "
             f"({', '.join(PUBLISHED)}, or {'/'.join(k for k in SIZE_ALIASES if k not in ('117M', '345M'))})"
         )
 
@@ -117,7 +130,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     where = f"looked for {looked} in the Hugging Face cache {cache_dir}"
     advice = "pass the path of a local model directory (config.json + model.safetensors) instead"
     if local_files_only or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise ModelNotFoundError(f"model {text!r} is not downloaded ({where}) and downloads are off; {advice}")
+        raise ModelNotFoundError(f"model {shown(text)} is not downloaded ({where}) and downloads are off; {advice}")
     try:
         from huggingface_hub import snapshot_download
 
@@ -125,5 +138,5 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, local_files_only: bool
     except Exception as error:  # network, authentication, missing repository: all end the same way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelNotFoundError(
-            f"model {text!r} is not downloaded ({where}) and the download failed ({reason}); {advice}"
+            f"model {shown(text)} is not downloaded ({where}) and the download failed ({reason}); {advice}"
         ) from None

@@ -18,7 +18,7 @@ import mmap
 
 import numpy as np
 
-from ..base.errors import InputError
+from ..base.checks import check_counts, check_integer, check_memory
 
 
 def lazy_zeros(shape) -> np.ndarray:
@@ -39,20 +39,17 @@ def lazy_zeros(shape) -> np.ndarray:
 
 class KVCache:
     def __init__(self, n_layer, batch_size, n_head, head_dim, max_length, left_padding=None):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        if max_length < 1:
-            raise InputError(f"max_length must be at least 1, got {max_length}")
+        batch_size = check_integer("batch_size", batch_size, 1)
+        max_length = check_integer("max_length", max_length, 1)
         shape = (n_layer, batch_size, n_head, max_length, head_dim)
+        # Mapped lazily, but mapped: the address space must be there (and pages fill as tokens come).
+        check_memory(2 * 4 * math.prod(shape), f"a KV cache of batch_size={batch_size}, max_length={max_length}")
+        if left_padding is None:
+            left_padding = np.zeros(batch_size, dtype=np.int64)
+        self.left_padding = check_counts(left_padding, "left_padding", batch_size)  # [B]
         self.keys = lazy_zeros(shape)  # [L, B, H, max_length, D]
         self.values = lazy_zeros(shape)  # [L, B, H, max_length, D]
         self.length = 0  # slots written so far, the same for every layer and row
-        if left_padding is None:
-            left_padding = np.zeros(batch_size, dtype=np.int64)
-        left_padding = np.asarray(left_padding, dtype=np.int64)
-        if left_padding.shape != (batch_size,) or (left_padding < 0).any():
-            raise InputError(f"left_padding must be {batch_size} non-negative counts, got {left_padding.tolist()}")
-        self.left_padding = left_padding  # [B]
 
     @property
     def batch_size(self) -> int:
@@ -84,8 +81,7 @@ class KVCache:
         through it lands here) and starting at its length; its own `length` moves on alone. A
         continuous batch (engine/generation/continuous.py) calls the model on its B live rows this
         way without copying the cache."""
-        if not 1 <= n <= self.batch_size:
-            raise InputError(f"n must be from 1 to {self.batch_size} rows, got {n!r}")
+        n = check_integer("n", n, 1, self.batch_size)
         view = object.__new__(KVCache)
         view.keys, view.values = self.keys[:, :n], self.values[:, :n]  # [L, n, H, max_length, D]
         view.length, view.left_padding = self.length, self.left_padding[:n]

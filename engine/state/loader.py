@@ -24,19 +24,22 @@ import json
 import mmap
 import re
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from ..base.checks import check_memory, shown
 from ..base.config import GPT2Config
 from ..base.errors import CheckpointError
+from ..base.files import read_json, regular_file
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SUPPORTED_DTYPES = ("F32", "F16", "BF16")
 MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 LAYER_KEY = re.compile(r"^h\.(\d+)\.")
+INDEX_JSON_LIMIT = 64 << 20  # bytes: the index of a sharded GPT-2 holds a few hundred names
 
 
 def canonical_name(name: str) -> str:
@@ -45,25 +48,39 @@ def canonical_name(name: str) -> str:
 
 
 def find_weight_files(model_dir: Path) -> tuple[Path, dict[Path, list[str]] | None]:
-    """(the file to name in errors, {shard: tensor names} from the index, or None for one file)."""
+    """(the file to name in errors, {shard: tensor names} from the index, or None for one file).
+    Each file must be a readable regular file (`engine.base.files.regular_file` says what else is
+    there: a directory, a dangling link, ...)."""
     single, index = model_dir / SINGLE_FILE, model_dir / INDEX_FILE
-    if single.is_file():
+    if regular_file(single, CheckpointError):
         return single, None
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            shards: dict[Path, list[str]] = {}
-            for name, shard in weight_map.items():
-                shards.setdefault(model_dir / shard, []).append(name)
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({error})") from None
+    if regular_file(index, CheckpointError):
+        shards = shards_of_index(index, read_json(index, CheckpointError, INDEX_JSON_LIMIT))
         for shard in shards:
-            if not shard.is_file():
+            if not regular_file(shard, CheckpointError):
                 raise CheckpointError(f"{index}: lists shard {shard.name}, which is missing")
         return index, shards
     others = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(p.name for p in model_dir.glob("*.h5"))
     hint = f" (found {', '.join(others)}: only safetensors files are read)" if others else ""
     raise CheckpointError(f"{model_dir}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
+
+
+def shards_of_index(index: Path, data) -> dict[Path, list[str]]:
+    """{shard file: tensor names} of a parsed index: a "weight_map" object of tensor name -> shard
+    file name, each shard a file inside the model directory (no absolute path, no "..")."""
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f'{index}: not a valid safetensors index (no "weight_map" object)')
+    shards: dict[Path, list[str]] = {}
+    for name, shard in weight_map.items():
+        parts = PurePosixPath(shard).parts if isinstance(shard, str) and shard and "\0" not in shard else ()
+        if not parts or parts[0] == "/" or ".." in parts:
+            raise CheckpointError(
+                f"{index}: not a valid safetensors index (tensor {shown(name)} is in {shown(shard)}, "
+                "not a file name inside the model directory)"
+            )
+        shards.setdefault(index.parent.joinpath(*parts), []).append(name)
+    return shards
 
 
 def read_header(path: Path) -> tuple[dict, int]:
@@ -135,10 +152,37 @@ def read_tensor_into(path: Path, name: str, entry: dict, data_start: int, out: n
 
 
 def open_safetensors(path: Path):
+    regular_file(path, CheckpointError)  # "Permission denied" says so (safetensors says "No such file")
     try:
         return safe_open(str(path), framework="numpy", backend="pread")
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+        reason = " ".join(str(error).split())
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from None
+
+
+def check_weights_fit(model_dir: str | Path, config: GPT2Config) -> None:
+    """Before anything proportional to config.json's sizes is built (`parameter_shapes` makes 12
+    entries per layer, the arena 4 bytes per parameter): the weight files must be large enough to
+    hold the parameters config.json describes, at one byte each at least, and their float32 copy
+    must fit in memory."""
+    described, shards = find_weight_files(Path(model_dir))
+    files = list(shards) if shards is not None else [described]
+    for path in files:  # a file that is not safetensors at all says so first
+        with open_safetensors(path):
+            pass
+    stored = sum(path.stat().st_size for path in files)
+    count, c = config.parameter_count, config
+    if count > stored:
+        raise CheckpointError(
+            f"{described}: config.json describes {format_count(count)} parameters (n_layer={shown(c.n_layer)}, "
+            f"n_embd={shown(c.n_embd)}, n_inner={shown(c.n_inner)}, vocab_size={shown(c.vocab_size)}, "
+            f"n_positions={shown(c.n_positions)}), more than weight files of {stored:,} bytes can hold"
+        )
+    check_memory(4 * count, f"{described}: the float32 weights ({count:,} parameters)")
+
+
+def format_count(n: int) -> str:
+    return f"{n:,}" if n < 10**30 else shown(n)
 
 
 def describe_checkpoint(model_dir: str | Path) -> dict:

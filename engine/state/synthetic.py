@@ -105,7 +105,7 @@ def published_config_json(config: GPT2Config) -> dict:
         "embd_pdrop": 0.1,
         "resid_pdrop": 0.1,
         "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
+        "eos_token_id": config.eos_token_id if not config.extra_eos_token_ids else list(config.eos_token_ids),
         "initializer_range": 0.02,
         "layer_norm_epsilon": config.layer_norm_epsilon,
         "model_type": "gpt2",

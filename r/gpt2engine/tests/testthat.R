@@ -1,0 +1,4 @@
+library(testthat)
+library(gpt2engine)
+
+test_check("gpt2engine")
