@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -18,15 +19,22 @@ API_KEY_VARIABLE = "GPT2_API_KEY"
 DTYPES = ("float32",)
 
 
-def positive(kind):
+def number_flag(kind, name: str, ok):
+    """An argparse type: text -> kind, refused unless ok(value) (NaN and infinity always are)."""
+
     def parse(text: str):
         value = kind(text)
-        if not value > 0:  # NaN too
+        if not (ok(value) and math.isfinite(value)):
             raise ValueError(text)
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"  # argparse shows it in its error
+    parse.__name__ = name  # argparse's error says "invalid positive int value: '0'"
     return parse
+
+
+positive_int = number_flag(int, "positive int", lambda v: v > 0)
+positive_float = number_flag(float, "positive number", lambda v: v > 0)
+non_negative_float = number_flag(float, "non-negative number", lambda v: v >= 0)
 
 
 def add_parser(subparsers) -> None:
@@ -48,30 +56,36 @@ def add_parser(subparsers) -> None:
         "--model-name", default=None, help="the model's name in the API (default: the model directory's name)"
     )
     p.add_argument(
-        "--max-batch-size", type=positive(int), default=16, help="rows decoded together at most (default: 16)"
+        "--max-batch-size", type=positive_int, default=16, help="rows decoded together at most (default: 16)"
     )
     p.add_argument(
-        "--max-queue", type=positive(int), default=64, help="requests waiting for room; more get 429 (default: 64)"
+        "--max-queue", type=positive_int, default=64, help="requests waiting for room; more get 429 (default: 64)"
     )
     p.add_argument(
         "--timeout",
-        type=positive(float),
+        type=positive_float,
         default=600.0,
         help="seconds a request may take, waiting included; then it is cut (default: 600)",
     )
     p.add_argument(
         "--drain-timeout",
-        type=positive(float),
+        type=non_negative_float,
         default=30.0,
-        help="on Ctrl-C or SIGTERM, seconds running requests get to finish before they are cut (default: 30)",
+        help="on Ctrl-C or SIGTERM, seconds running requests get to finish before they are cut; 0 cuts them "
+        "at once (default: 30)",
     )
     p.add_argument(
         "--max-body-bytes",
-        type=positive(int),
+        type=positive_int,
         default=4 * 1024 * 1024,
         help="largest request body; larger ones get 413 (default: 4 MiB)",
     )
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="precision of the weights (default: float32)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="precision of the weights and the arithmetic: float32 only, for now (default: float32)",
+    )
     p.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..base.errors import InputError
+from ..base.errors import GPT2Error, InputError
 from ..base.numeric import top_sorted
 from .options import GenerationOptions, end_token_ids
 from .processors import row_generator
@@ -61,10 +61,11 @@ class Job:
     alternatives: list[list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
     cancelled: bool = False
     end_ids: list[int] = field(default_factory=list)
+    error: GPT2Error | None = None  # why its rows could not go on (they left the batch)
 
     @property
     def finished(self) -> bool:
-        return self.cancelled or all(seq.finish_reason is not None for seq in self.sequences)
+        return self.cancelled or self.error is not None or all(seq.finish_reason is not None for seq in self.sequences)
 
 
 @dataclass(eq=False)
@@ -128,7 +129,8 @@ class ContinuousBatch:
     def step(self) -> list[Job]:
         """One step: the model on the last token of every row in the batch, the waiting rows join,
         and every row chooses its next token. Finished rows leave. Returns the jobs that got tokens
-        (those that finished included, cancelled ones not)."""
+        (those that finished included, cancelled ones not) and those whose options left no token to
+        choose (their `error` says why; their rows have left)."""
         self._leave([i for i, row in enumerate(self.slots) if row.job.cancelled])
         self.joining = [entry for entry in self.joining if not entry[0].cancelled]
         if self.slots:
@@ -148,9 +150,13 @@ class ContinuousBatch:
         for job, slots in jobs.items():
             members = [self.slots[i] for i in slots]
             logits = np.stack([row.logits for row in members if row.logits is not None])  # [n, V]
-            tokens, logprobs = choose_tokens(
-                job.options, job.end_ids, [row.sequence for row in members], logits, self.model.tokenizer.n_vocab
-            )
+            try:
+                tokens, logprobs = choose_tokens(
+                    job.options, job.end_ids, [row.sequence for row in members], logits, self.model.tokenizer.n_vocab
+                )
+            except GPT2Error as error:  # this job's options leave nothing to choose: it alone stops
+                job.error = error
+                continue
             if job.top_logprobs:
                 top_ids, top_values = top_sorted(logprobs, job.top_logprobs)  # [n, k]
             for r, (row, token) in enumerate(zip(members, tokens.tolist())):
@@ -158,7 +164,7 @@ class ContinuousBatch:
                 if job.top_logprobs:
                     row.alternatives.append((top_ids[r], top_values[r]))
                 row.logits = None
-        self._leave([i for i, row in enumerate(self.slots) if row.sequence.finish_reason is not None])
+        self._leave([i for i, row in enumerate(self.slots) if row.sequence.finish_reason is not None or row.job.error])
         return list(jobs)
 
     # ------------------------------------------------------------------------------------------

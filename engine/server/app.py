@@ -5,6 +5,7 @@
     GET  /health            200 once the model is loaded; 503 while loading or shutting down
     POST /tokenize          {"prompt": text} -> {"tokens": [...], "count": n, "max_model_len": n_positions}
     POST /detokenize        {"tokens": [...]} -> {"prompt": text}
+    GET  /tokenizer_info    the end-of-text token, the context size (vLLM's shape)
     GET  /metrics           Prometheus' text format (engine/server/metrics.py)
 
 Every error is OpenAI's body, {"error": {"message", "type", "param", "code"}}, with its status:
@@ -239,6 +240,25 @@ async def tokenize(request: Request) -> Response:
     return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": model.config.n_positions})
 
 
+async def tokenizer_info(request: Request) -> Response:
+    """What a client needs to tokenize as the server does (vLLM's shape; lm-evaluation-harness
+    looks for it to use /tokenize and /detokenize instead of a tokenizer of its own)."""
+    s = state(request)
+    s.check_key(request)
+    model = s.model()
+    end = model.tokenizer.decode([model.config.eos_token_id])
+    return JSONResponse(
+        {
+            "tokenizer_class": "GPT2Tokenizer (tiktoken's gpt2 encoding)",
+            "eos_token": end,
+            "bos_token": end,
+            "pad_token": None,
+            "model_max_length": model.config.n_positions,
+            "vocab_size": model.tokenizer.n_vocab,
+        }
+    )
+
+
 async def detokenize(request: Request) -> Response:
     s = state(request)
     s.check_key(request)
@@ -260,6 +280,7 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]
 

@@ -317,8 +317,11 @@ def check_model(body: dict, served_name: str) -> None:
 
 
 def parse_tokenize(body, model, served_name: str) -> list[int]:
-    body = json_object(body, ["model", "prompt"])
+    """{"prompt": text} -> its token ids. add_special_tokens (vLLM's, which lm-evaluation-harness
+    sends) is accepted and changes nothing: GPT-2's tokenizer adds no special tokens."""
+    body = json_object(body, ["model", "prompt", "add_special_tokens"])
     check_model(body, served_name)
+    boolean(body, "add_special_tokens", False)
     text = body.get("prompt")
     if not isinstance(text, str):
         raise bad_request(f"prompt must be a string, got {shown(text)}", "prompt")

@@ -29,6 +29,7 @@ disconnected one.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -37,12 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from ..base.errors import GPT2Error
 from ..base.threads import set_threads
 from ..generation.beam_search import BeamSearch
 from ..generation.continuous import ContinuousBatch, Job
 from ..scoring import token_logprobs
 from .errors import APIError
 from .schema import CompletionRequest
+
+log = logging.getLogger("uvicorn.error")  # the server's log, as uvicorn configures it
+
+INTERNAL_ERROR = APIError(500, "internal error in the decode loop: the server's log has the details")
 
 # The engine's finish reasons as OpenAI reports them: end-of-text is a stop too.
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "interrupted": "length"}
@@ -100,7 +106,7 @@ class Work:
     beams: list = field(default_factory=list)  # [prompt index, BeamSearch, its steps]
     rows: dict[tuple[int, int], _RowState] = field(default_factory=dict)
     prompt_chars: dict[int, int] = field(default_factory=dict)
-    finished: bool = False
+    finished: bool = False  # Done or Failed has been delivered, or the client is gone
 
     @property
     def running(self) -> bool:
@@ -207,9 +213,22 @@ class Worker:
                     self.cond.wait(timeout=0.5)
             if self.stopping and not (self.waiting or self.works):
                 return
-            self._expire()
-            self._admit()
-            self._step()
+            try:
+                self._expire()
+                self._admit()
+                self._step()
+            except Exception:  # a bug, not a request's fault: fail what is running, go on
+                log.exception("the decode loop failed; the requests it was running get a 500")
+                self._reset()
+
+    def _reset(self) -> None:
+        """Fail every admitted request and start again with an empty batch."""
+        for work in list(self.works):
+            self._fail(work, INTERNAL_ERROR)
+        self.works.clear()
+        self.beam_rows = 0
+        self.batch = ContinuousBatch(self.model, self.max_batch_size)
+        self.metrics.batch_size.set(0)
 
     def _deliver(self, work: Work, events: list) -> None:
         if events:
@@ -247,6 +266,12 @@ class Worker:
         if work in self.waiting:
             self.waiting.remove(work)
 
+    def _fail(self, work: Work, error: APIError) -> None:
+        """End the request with an error (its rows leave; a stream gets the error as its last event)."""
+        if not work.finished:
+            self._drop(work)
+            self._deliver(work, [Failed(error)])
+
     def _cut(self, work: Work) -> None:
         """End every unfinished choice now, with finish_reason "length"."""
         r = work.request
@@ -277,29 +302,36 @@ class Worker:
                 i = work.admitted
                 prompt = r.prompts[i]
                 events: list = []
-                if r.echo:
-                    logprobs, top_ids, top_values = token_logprobs(model, prompt, r.logprobs or 0)
-                    with_top = r.logprobs is not None
-                    events.append(PromptTokens(i, prompt, logprobs, top_ids if with_top else None, top_values))
-                if r.logprobs is not None:
-                    work.prompt_chars[i] = len(model.tokenizer.decode(prompt))
-                if r.max_tokens == 0:
-                    events += [Tokens(i * r.n + j, [], [], None, [], "", "length") for j in range(r.n)]
-                elif r.beams:
-                    search = BeamSearch(model, [prompt], r.options)
-                    work.beams.append([i, search, search.steps()])
-                    self.beam_rows += r.options.num_beams
-                else:
-                    job = batch.add(prompt, r.options, r.n, r.logprobs or 0)
-                    work.jobs[job] = i
-                    for j in range(r.n):
-                        work.rows[i, j] = _RowState()
+                try:
+                    if r.echo:
+                        logprobs, top_ids, top_values = token_logprobs(model, prompt, r.logprobs or 0)
+                        with_top = r.logprobs is not None
+                        events.append(PromptTokens(i, prompt, logprobs, top_ids if with_top else None, top_values))
+                    if r.logprobs is not None:
+                        work.prompt_chars[i] = len(model.tokenizer.decode(prompt))
+                    if r.max_tokens == 0:
+                        events += [Tokens(i * r.n + j, [], [], None, [], "", "length") for j in range(r.n)]
+                    elif r.beams:
+                        search = BeamSearch(model, [prompt], r.options)
+                        work.beams.append([i, search, search.steps()])
+                        self.beam_rows += r.options.num_beams
+                    else:
+                        job = batch.add(prompt, r.options, r.n, r.logprobs or 0)
+                        work.jobs[job] = i
+                        for j in range(r.n):
+                            work.rows[i, j] = _RowState()
+                except Exception as error:  # this request alone fails (the batch is untouched)
+                    if not isinstance(error, GPT2Error):
+                        log.exception("prefilling a prompt failed")
+                    self._fail(work, APIError(400, str(error)) if isinstance(error, GPT2Error) else INTERNAL_ERROR)
+                    break
                 self.metrics.prompt_tokens.inc(len(prompt))
                 work.admitted += 1
                 if work not in self.works:
                     self.works.append(work)
                 self._deliver(work, events)
-            self.waiting.popleft()
+            if self.waiting and self.waiting[0] is work:  # (a failed one has left already)
+                self.waiting.popleft()
             self.metrics.queue_length.set(len(self.waiting))
             self._finish_if_done(work)
 
@@ -325,6 +357,10 @@ class Worker:
                 work = owner.get(job)
                 if work is None or work.finished:
                     continue
+                if job.error is not None:  # its options left no token to choose
+                    events.pop(work, None)
+                    self._fail(work, APIError(400, str(job.error), code="no_token_left"))
+                    continue
                 generated += self._job_events(work, job, events.setdefault(work, []))
             self.metrics.generated_tokens.inc(generated)
             self.metrics.batch_size.set(batch.rows)
@@ -333,6 +369,10 @@ class Worker:
                 i, search, steps = entry
                 try:
                     next(steps)
+                except GPT2Error as error:  # its options left no token to choose
+                    events.pop(work, None)
+                    self._fail(work, APIError(400, str(error), code="no_token_left"))
+                    break
                 except StopIteration:
                     work.beams.remove(entry)
                     self.beam_rows -= search.options.num_beams
@@ -352,7 +392,8 @@ class Worker:
                         for j, res in enumerate(results)
                     )
         for work, work_events in events.items():
-            self._deliver(work, work_events)
+            if not work.finished:  # (a request that failed in this step gets no more events)
+                self._deliver(work, work_events)
         for work in list(self.works):
             self._finish_if_done(work)
 
