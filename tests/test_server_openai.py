@@ -267,3 +267,37 @@ def test_metrics_count_requests_and_tokens(client, server):
     assert "gpt2_time_per_output_token_seconds_count" in text
     assert metric(server.url, "gpt2_queue_length", AUTH) == 0
     assert metric(server.url, "gpt2_batch_size", AUTH) == 0
+
+
+def test_lm_evaluation_harness_scores_and_generates_through_the_server(server, model):
+    """lm-evaluation-harness's own `local-completions` model, unchanged: it finds /tokenizer_info and
+    /tokenize and tokenizes through the server, scores (context, continuation) pairs with echo, and
+    generates until a stop string."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    lm = LocalCompletionsAPI(
+        base_url=server.url + "/v1/completions",
+        model=NAME,
+        tokenizer_backend="auto",
+        auth_token=KEY,
+        header=AUTH,
+        max_length=256,
+        batch_size=2,
+        max_retries=1,
+        timeout=60,
+    )
+    assert lm.tokenizer_backend == "remote"
+    pairs = [("ROMEO: O, she doth teach", " the torches to burn bright"), ("KING:", " Go, and"), ("JULIET:", " O")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    results = lm.loglikelihood(requests, disable_tqdm=True)
+    encode = model.tokenizer.encode
+    for (context, continuation), (logprob, greedy) in zip(pairs, results):
+        ids = encode(context) + encode(continuation)
+        expected = model.score(ids).logprobs[len(encode(context)) :]
+        assert math.isclose(logprob, float(np.sum(expected, dtype=np.float64)), rel_tol=1e-12)
+        logits = model(ids)
+        assert greedy == all(int(np.argmax(logits[t - 1])) == ids[t] for t in range(len(encode(context)), len(ids)))
+    until = [Instance("generate_until", {}, ("ROMEO:", {"until": ["King"], "max_gen_toks": 30, "temperature": 0}), 0)]
+    [text] = lm.generate_until(until, disable_tqdm=True)
+    assert text == model.generate("ROMEO:", max_new_tokens=30, stop=["King"]).text
