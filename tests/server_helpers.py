@@ -57,8 +57,11 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
+        """Send `sig` (None: send nothing, the process is on its way out) and wait for the exit
+        status."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if sig is not None:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
