@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from server_helpers import ServerProcess, metric, one_thread_here, post, server_sent_events, start_server, wait_until  # noqa: F401
+from server_helpers import ServerProcess, metric, one_thread_here, post, start_server, wait_until  # noqa: F401
+
+from engine.base.config import GPT2Config
 
 PROMPTS = [
     "ROMEO:",
@@ -162,12 +164,16 @@ def test_a_bounded_load_gets_no_server_error_and_every_response_whole(server):
     assert 'endpoint="/v1/completions",status="5' not in metrics  # (/health said 503 while loading)
 
 
-def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, tmp_path):
-    server = ServerProcess(tiny_model_dir, "--max-batch-size", 1, "--max-queue", 1, tmp_path=tmp_path)
+def test_a_full_queue_answers_429_with_retry_after(synthetic, tmp_path):
+    # A synthetic model wide and long enough that 1000 tokens hold the batch's one row for many
+    # seconds (the tiny model could finish 240 tokens before the test has queued another request).
+    slow = synthetic("serve-slow", GPT2Config(n_layer=2, n_head=12, n_embd=768, n_positions=1024))
+    server = ServerProcess(slow, "--max-batch-size", 1, "--max-queue", 1, tmp_path=tmp_path)
     try:
-        long = {"prompt": "ROMEO:", "max_tokens": 240, "ignore_eos": True, "temperature": 1.0, "stream": True}
+        long = {"prompt": "ROMEO:", "max_tokens": 1000, "ignore_eos": True, "temperature": 1.0, "stream": True}
         with httpx.stream("POST", server.url + "/v1/completions", json=long, timeout=60) as running:
-            next(running.iter_lines())  # it holds the batch's one row
+            lines = running.iter_lines()  # (kept: a dropped iterator would close the stream)
+            next(lines)  # it holds the batch's one row
             queued = {}
             thread = threading.Thread(
                 target=lambda: queued.setdefault("response", post(server.url + "/v1/completions", {"max_tokens": 3}))
@@ -181,7 +187,7 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, tmp_path):
             assert error["type"] == "rate_limit_error" and "--max-queue" in error["message"]
             client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
             with client, pytest.raises(openai.RateLimitError):
-                client.completions.create(model="shakespeare-gpt2-tiny", prompt="KING", max_tokens=3)
+                client.completions.create(prompt="KING", max_tokens=3, model=slow.name)
         # The long stream was dropped unread: the waiting request gets its turn.
         thread.join(60)
         assert queued["response"].status_code == 200

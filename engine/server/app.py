@@ -156,7 +156,7 @@ async def completions(request: Request) -> Response:
             s.worker.cancel(work)
             return Response(status_code=CLIENT_GONE)
         chunks = response.apply(events)
-        work.consumed += 1
+        work.took()
         if response.error is not None:
             raise response.error
         if completion.stream:
@@ -170,7 +170,7 @@ async def completions(request: Request) -> Response:
                 s.worker.cancel(work)
                 return Response(status_code=CLIENT_GONE)
             response.apply(events)
-            work.consumed += 1
+            work.took()
         if response.error is not None:
             raise response.error
         return JSONResponse(response.body())
@@ -199,7 +199,7 @@ async def stream_events(first_chunks: list[dict], queue: asyncio.Queue, response
         chunks = response.apply(events)
         if chunks:
             yield server_sent(chunks)
-        work.consumed += 1
+        work.took()
     if response.error is not None:
         yield server_sent([response.error.body()])
     if response.request.include_usage:

@@ -22,8 +22,8 @@ Events (plain objects; engine/server/app.py turns them into OpenAI's JSON):
 
 A request is cut (its unfinished choices end with finish_reason "length") when it runs past its
 deadline (--timeout) or when a shutdown's grace period ends. A streaming response that stops taking
-events (the client stopped reading: `max_backlog` steps' chunks wait unsent) is cancelled like a
-disconnected one.
+events (the client stopped reading: `max_backlog` steps' chunks wait unsent and none has gone
+for `stall_timeout` seconds) is cut the same way, so its rows are free for others.
 """
 
 from __future__ import annotations
@@ -101,12 +101,18 @@ class Work:
     cancelled: bool = False
     delivered: int = 0  # deliveries made
     consumed: int = 0  # deliveries the response has passed on (streaming)
+    consumed_at: float = field(default_factory=time.monotonic)  # when it last passed one on
     admitted: int = 0  # prompts admitted so far
     jobs: dict[Job, int] = field(default_factory=dict)  # running job -> prompt index
     beams: list = field(default_factory=list)  # [prompt index, BeamSearch, its steps]
     rows: dict[tuple[int, int], _RowState] = field(default_factory=dict)
     prompt_chars: dict[int, int] = field(default_factory=dict)
     finished: bool = False  # Done or Failed has been delivered, or the client is gone
+
+    def took(self) -> None:
+        """The response has passed on one delivery (called on the event loop)."""
+        self.consumed += 1
+        self.consumed_at = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -126,6 +132,7 @@ class Worker:
         metrics,
         threads: int | None = None,
         max_backlog: int = 64,
+        stall_timeout: float = 10.0,
         on_load_error: Callable[[BaseException], None] = lambda error: None,
     ):
         self.load = load
@@ -134,6 +141,7 @@ class Worker:
         self.metrics = metrics
         self.threads = threads
         self.max_backlog = max_backlog
+        self.stall_timeout = stall_timeout
         self.on_load_error = on_load_error
         self.model: Any = None  # the facade's GPT2, once loaded
         self.batch: ContinuousBatch | None = None
@@ -247,10 +255,11 @@ class Worker:
                     reason = "the server is shutting down" if cut_all else "the request timed out waiting in the queue"
                     self._deliver(work, [Failed(APIError(503, reason, code="timeout", retry_after=1))])
         for work in list(self.works):
-            stalled = work.delivered - work.consumed > self.max_backlog
-            if work.cancelled or stalled:
+            # A backlog alone is no stall: the event loop may lag the decode thread for a moment.
+            stalled = work.delivered - work.consumed > self.max_backlog and now - work.consumed_at > self.stall_timeout
+            if work.cancelled:
                 self._drop(work)
-            elif cut_all or now >= work.deadline:
+            elif stalled or cut_all or now >= work.deadline:
                 self._cut(work)
         self.metrics.queue_length.set(len(self.waiting))
 
