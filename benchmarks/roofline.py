@@ -19,6 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from engine.state.precision import BYTES_PER_WEIGHT as ENGINE_BYTES_PER_WEIGHT
 from engine.state.weights import parameter_shapes
 
 
@@ -84,13 +85,10 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> dict:
 # at each precision, as each side spells it. Vectors (biases, LayerNorm) and wpe stay float32 on
 # every side. Q8_0 (llama.cpp): blocks of 32 int8 weights with one float16 scale, 34 bytes per 32.
 # ONNX Runtime's dynamic int8: int8 weights with one scale per matrix (~1 byte).
-# The engine's 16-bit and int8 precisions (issue 12) add their entries here: "int8" stands at
-# Q8_0's layout, the one the issue asks for; correct it if the engine's scales take more bytes.
+# The engine's precisions take theirs from engine/state/precision.py (int8: q8_0's int8 weights and
+# the scale of each block of 32).
 BYTES_PER_WEIGHT = {
-    "float32": 4.0,
-    "bfloat16": 2.0,
-    "float16": 2.0,
-    "int8": 34 / 32,  # the engine (and PyTorch, ONNX Runtime float32)
+    **ENGINE_BYTES_PER_WEIGHT,  # float32, bfloat16, float16, int8 (also PyTorch's and ONNX Runtime's float32)
     "F32": 4.0,
     "F16": 2.0,
     "Q8_0": 34 / 32,  # llama.cpp GGUF types

@@ -56,9 +56,9 @@ TARGETS = {
 
 # The engine's precisions in the benchmark, each a side of its own (a worker started with
 # `GPT2.from_pretrained(dir, dtype=...)`; float32 passes no dtype). The first is the reference every
-# other side's greedy tokens and fidelity are held to. The 16-bit and int8 weights of issue 12 add
-# "bfloat16", "float16" and "int8" here (and their bytes in roofline.BYTES_PER_WEIGHT).
-ENGINE_PRECISIONS = ("float32",)
+# other side's greedy tokens and fidelity are held to; their bytes per weight are in
+# roofline.BYTES_PER_WEIGHT (from engine/state/precision.py).
+ENGINE_PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
 
 def shared_dir() -> Path:

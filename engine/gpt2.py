@@ -32,9 +32,11 @@ from .capture import run_with_cache, run_with_hooks
 from .generation import GenerationStream, generate, stream
 from .model import Hooks, gpt2_forward
 from .scoring import Scores, score
+from .state.formats import nbytes
 from .state.hub import resolve_model_dir
 from .state.kv_cache import KVCache
-from .state.loader import check_weights_fit, load_state_dict
+from .state.loader import check_weights_fit, is_quantized, load_state_dict
+from .state.precision import DEFAULT_DTYPE, check_dtype
 from .state.tokenizer import Tokenizer, check_tokenizer_fits, load_tokenizer
 from .state.weights import GPT2Weights, parameter_shapes, weights_from_state_dict
 
@@ -53,31 +55,48 @@ class GPT2:
         self.weights = weights
         self.tokenizer = tokenizer
         self.source = source  # the directory the weights came from, if any
+        self.dtype = weights.dtype()  # the precision of the matrices: float32, bfloat16, float16, int8
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, local_files_only: bool = False) -> GPT2:
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, dtype: str | None = None, local_files_only: bool = False
+    ) -> GPT2:
         """Load a model directory in Hugging Face layout, or a published name ("gpt2", "gpt2-medium",
         "openai-community/gpt2-large", ...), which is looked up in the Hugging Face cache and
-        downloaded there if missing (unless `local_files_only`)."""
+        downloaded there if missing (unless `local_files_only`).
+
+        dtype: the precision the weight matrices are kept at in memory (engine/state/precision.py):
+        "float32" (the default), "bfloat16", "float16" or "int8" (q8_0 blocks of 32 with a
+        scale). The arithmetic is float32 at every precision. None: float32, except a directory
+        written by `gpt2 quantize`, which loads as int8.
+        """
+        if dtype is not None:
+            check_dtype(dtype)
         threads_from_environment()
         model_dir = resolve_model_dir(name_or_path, local_files_only=local_files_only)
         config = GPT2Config.from_json(model_dir / "config.json")
-        check_weights_fit(model_dir, config)  # sizes against the files and memory, before anything is built
+        if dtype is None:
+            dtype = "int8" if is_quantized(model_dir) else DEFAULT_DTYPE
+        check_weights_fit(model_dir, config, dtype)  # sizes against the files and memory, before anything is built
         tokenizer = load_tokenizer(model_dir, config.vocab_size)
         check_tokenizer_fits(tokenizer, config, model_dir)
         # Load (or compile) the kernels on another thread while the weights are read: start-up.
         kernels_ready = kernels.KernelWarmUp()
         try:
-            state = load_state_dict(model_dir, parameter_shapes(config), config)
+            state = load_state_dict(model_dir, parameter_shapes(config), config, dtype)
             weights = weights_from_state_dict(state, config)
         finally:
             kernels_ready.wait()
         return cls(config, weights, tokenizer, source=str(model_dir))
 
+    def weight_bytes(self) -> int:
+        """Bytes of memory the distinct parameters take at their precision."""
+        return sum(nbytes(a) for a in {id(a): a for a in self.weights.arrays()}.values())
+
     def num_parameters(self) -> int:
         """Distinct parameters (the tied output layer is counted once, as Hugging Face does)."""
         arrays = {id(a): a for a in self.weights.arrays()}
-        return sum(a.size for a in arrays.values())
+        return sum(int(np.prod(a.shape)) for a in arrays.values())
 
     # ------------------------------------------------------------------------------------------
     # The forward pass

@@ -54,7 +54,7 @@ def layer_norm(x, ln: LayerNormWeights, eps: float):  # [..., C] -> [..., C]
 def linear(x, p: LinearWeights):  # [..., in] -> [..., out]
     # Flattening the leading axes makes one matrix product of the whole batch: x @ weight + bias.
     # A few rows (decoding) stream the weights through a Numba kernel, many rows (a prompt) go
-    # to BLAS (kernels/linear.py).
+    # to BLAS (kernels/linear.py). A 16-bit or int8 weight is widened to float32 inside the kernel.
     out = kernels.linear(x.reshape(-1, x.shape[-1]), p.weight, p.bias)  # [N, in] @ [in, out] -> [N, out]
     return out.reshape(*x.shape[:-1], p.weight.shape[1])
 
@@ -63,6 +63,11 @@ def unembed(x, lm_head):  # [..., C] -> [..., V]
     # The tied output layer: x @ wte.T, reading wte as stored (no transposed copy): kernels/linear.py.
     logits = kernels.matmul_transposed(x.reshape(-1, x.shape[-1]), lm_head)  # [N, C] @ [C, V] -> [N, V]
     return logits.reshape(*x.shape[:-1], lm_head.shape[0])
+
+
+def embed(wte, ids):  # [...] -> [..., C]
+    # The rows of the token embeddings, as float32 at any precision (kernels/formats.py).
+    return kernels.rows(wte, ids)  # [..., C]
 
 
 def split_heads(x, n_head: int):  # [B, T, C] -> [B, H, T, D]
@@ -179,7 +184,7 @@ def gpt2_forward(
     slots = offset + np.arange(T)  # [T]
     positions = np.maximum(slots[None, :] - left_padding[:, None], 0)  # [B, T]
 
-    tok = weights.wte[ids]  # [B, T, C]
+    tok = embed(weights.wte, ids)  # [B, T, C]
     pos = weights.wpe[positions]  # [B, T, C]
     if hooks is not None:
         tok = hooks("hook_embed", tok)

@@ -44,7 +44,8 @@ def causal_attention_reference(q, k, v, key_start, scale):
     return probs @ v, probs  # [B, H, T, D], [B, H, T, S]
 
 
-@njit(inline="always", fastmath=DOT_PRODUCTS)
+# not inlined: one machine code for both twins (batch invariance, kernels/settings.py)
+@njit(fastmath=DOT_PRODUCTS, cache=True)
 def _attend_one_head(q, k, v, first, scale, out):
     """One (batch row, head): q [T, D], k and v [S, D] -> out [T, D]; keys before `first` are padding.
 

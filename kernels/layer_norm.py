@@ -23,7 +23,8 @@ def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, ep
     return centered / np.sqrt(variance + np.float32(eps)) * weight + bias  # [..., C]
 
 
-@njit(inline="always", fastmath=ROW_SUMS)
+# not inlined: one machine code for both twins (batch invariance, kernels/settings.py)
+@njit(fastmath=ROW_SUMS, cache=True)
 def _normalize_row(x, weight, bias, eps, out):  # x, out: float32 [C]
     C = x.shape[0]
     total = np.float32(0.0)

@@ -27,6 +27,7 @@ matmul on a small Python thread pool (NumPy releases the GIL inside BLAS).
 `linear_reference` / `matmul_transposed_reference` state the results in NumPy. All float32.
 """
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -35,111 +36,236 @@ from numba import njit, prange
 
 from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
-from .settings import DOT_PRODUCTS
+from .formats import Q8_BLOCK, BFloat16Matrix, Q8Matrix, Weight, dequantize
+from .settings import DOT_PRODUCTS, FMA_ONLY
+from .widen import is_float32, weight_at
 
 
-def linear_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K]; weight: float32 [K, M]; bias: float32 [M] -> float32 [N, M]."""
-    return x @ weight + bias
+def linear_reference(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K]; weight [K, M] in any format (kernels/formats.py); bias: float32 [M]
+    -> float32 [N, M]: the weight dequantized to float32, then multiplied."""
+    return x @ dequantize(weight) + bias
 
 
-def matmul_transposed_reference(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C]; table: float32 [V, C] -> x @ table.T, float32 [N, V]."""
-    return x @ table.T
+def matmul_transposed_reference(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C]; table [V, C] in any format -> x @ table.T, float32 [N, V]."""
+    return x @ dequantize(table).T
 
 
-@njit(inline="always", fastmath=DOT_PRODUCTS)
-def _accumulate_rows(x, weight, k_begin, k_end, acc):
-    """acc[N, M] += x[:, k] * weight[k, :] for k in [k_begin, k_end).
+COLUMN_ALIGN = 16  # float32 per 64-byte cache line: a thread's band of columns starts on a line
+ROW_TILE_COLUMNS = 512  # with several rows, columns are taken this many at a time (accumulators stay in L1)
+TABLE_ROW_GROUP = 4  # output-layer rows taken together (each load of an x row serves four dot products)
 
-    One row (N = 1) is a pure stream: one weight row at a time. With more rows the weights are
-    re-read from cache N times and the arithmetic starts to count, so four weight rows are
-    combined per pass over acc (a quarter of the accumulator loads and stores; docs/speed.md).
+
+@njit(inline="always")
+def band_edge(p, parts, size, align):
+    """Start of band p of `parts` over [0, size): evenly split, rounded down to a multiple of `align`."""
+    if p >= parts:
+        return size
+    return (p * size // parts) // align * align
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
+    """out[:, j] = bias[j] + sum over k, in order, of x[:, k] * weight[k, j], for j in [j_begin, j_end).
+
+    weight [K, M] in any kernel format, each element widened by `weight_at` (kernels/widen.py);
+    scales [ceil(K/32), M] are a Q8 weight's block scales (for other formats an array of width 0,
+    never read). The four weight rows of a pass lie in one 32-row block, so they share one row of
+    scales.
+
+    Each output is one running sum, bias first, then one fused multiply-add per k in increasing
+    k: the same operations in the same order whatever the number of rows, the band of columns or
+    the thread (`FMA_ONLY`: no reordering). The loops only choose what is in cache: with one row
+    the weight rows stream through (a pure sequential read), with several the columns are taken a
+    tile at a time so that the rows' accumulators stay in L1 while each weight row is read once for
+    all of them; four weight rows per pass over the accumulators (a quarter of their loads and
+    stores).
     """
-    N, M = acc.shape
-    k = k_begin
-    if N > 1:
-        while k + 4 <= k_end:
-            for n in range(N):
-                x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
-                for j in range(M):
-                    acc[n, j] += (
-                        x0 * weight[k, j] + x1 * weight[k + 1, j] + x2 * weight[k + 2, j] + x3 * weight[k + 3, j]
-                    )
-            k += 4
-    while k < k_end:
-        for n in range(N):
-            xk = x[n, k]
-            for j in range(M):
-                acc[n, j] += xk * weight[k, j]
-        k += 1
-
-
-@njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
-def _linear_few_rows(x, weight, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
     N, K = x.shape
+    tile = j_end - j_begin if N == 1 else ROW_TILE_COLUMNS
+    for t_begin in range(j_begin, j_end, max(tile, 1)):
+        t_end = min(t_begin + tile, j_end)
+        width = t_end - t_begin
+        # 1-D views of the tile, looped from 0: LLVM vectorises these loops (with 2-D indexing at a
+        # run-time column offset it kept them scalar)
+        b = bias[t_begin:t_end]
+        for n in range(N):
+            o = out[n, t_begin:t_end]
+            for j in range(width):
+                o[j] = b[j]
+        k = 0
+        while k + 4 <= K:
+            w0, w1 = weight[k, t_begin:t_end], weight[k + 1, t_begin:t_end]
+            w2, w3 = weight[k + 2, t_begin:t_end], weight[k + 3, t_begin:t_end]
+            s = scales[k // Q8_BLOCK, t_begin:t_end]
+            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s)
+            k += 4
+        while k < K:
+            w0 = weight[k, t_begin:t_end]
+            s = scales[k // Q8_BLOCK, t_begin:t_end]
+            for n in range(N):
+                o = out[n, t_begin:t_end]
+                xk = x[n, k]
+                for j in range(width):
+                    o[j] += xk * weight_at(w0, s, j)
+            k += 1
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s):
+    """out[n, t_begin:t_end] += x[n, k + i] * row i, for i = 0..3 in order, for every row n.
+
+    Rows n go four at a time through one loop over the columns: each widened weight, in a
+    register, serves four rows' multiply-adds, and each accumulator is loaded and stored once per
+    four weights (batch 8 was bound by those loads and stores). An output's operations are the
+    same whichever group its row falls in.
+    """
+    N = x.shape[0]
+    width = t_end - t_begin
+    n = 0
+    while n + 4 <= N:
+        o0, o1, o2, o3 = (
+            out[n, t_begin:t_end],
+            out[n + 1, t_begin:t_end],
+            out[n + 2, t_begin:t_end],
+            out[n + 3, t_begin:t_end],
+        )
+        x00, x01, x02, x03 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+        x10, x11, x12, x13 = x[n + 1, k], x[n + 1, k + 1], x[n + 1, k + 2], x[n + 1, k + 3]
+        x20, x21, x22, x23 = x[n + 2, k], x[n + 2, k + 1], x[n + 2, k + 2], x[n + 2, k + 3]
+        x30, x31, x32, x33 = x[n + 3, k], x[n + 3, k + 1], x[n + 3, k + 2], x[n + 3, k + 3]
+        for j in range(width):
+            v0, v1, v2, v3 = weight_at(w0, s, j), weight_at(w1, s, j), weight_at(w2, s, j), weight_at(w3, s, j)
+            a = o0[j]
+            a += x00 * v0
+            a += x01 * v1
+            a += x02 * v2
+            a += x03 * v3
+            o0[j] = a
+            a = o1[j]
+            a += x10 * v0
+            a += x11 * v1
+            a += x12 * v2
+            a += x13 * v3
+            o1[j] = a
+            a = o2[j]
+            a += x20 * v0
+            a += x21 * v1
+            a += x22 * v2
+            a += x23 * v3
+            o2[j] = a
+            a = o3[j]
+            a += x30 * v0
+            a += x31 * v1
+            a += x32 * v2
+            a += x33 * v3
+            o3[j] = a
+        n += 4
+    while n < N:
+        o = out[n, t_begin:t_end]
+        x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
+        for j in range(width):
+            a = o[j]
+            a += x0 * weight_at(w0, s, j)
+            a += x1 * weight_at(w1, s, j)
+            a += x2 * weight_at(w2, s, j)
+            a += x3 * weight_at(w3, s, j)
+            o[j] = a
+        n += 1
+
+
+@njit(parallel=True, fastmath=FMA_ONLY, cache=True)
+def _linear_few_rows(x, weight, scales, bias, out, parts):  # x [N, K], weight [K, M], bias [M], out [N, M]
     M = weight.shape[1]
-    partial = np.zeros((parts, N, M), dtype=np.float32)  # one [N, M] accumulator per thread
-    for p in prange(parts):
-        _accumulate_rows(x, weight, p * K // parts, (p + 1) * K // parts, partial[p])
-    for n in range(N):
-        for j in range(M):
-            total = bias[j]
-            for p in range(parts):
-                total += partial[p, n, j]
-            out[n, j] = total
+    for p in prange(parts):  # thread p: a band of whole columns (outputs), never a share of K
+        _linear_columns(
+            x, weight, scales, bias, out, band_edge(p, parts, M, COLUMN_ALIGN), band_edge(p + 1, parts, M, COLUMN_ALIGN)
+        )
 
 
+@njit(fastmath=FMA_ONLY, cache=True)
+def _linear_few_rows_serial(x, weight, scales, bias, out):
+    _linear_columns(x, weight, scales, bias, out, 0, weight.shape[1])
+
+
+# not inlined: one machine code for both twins (batch invariance, kernels/settings.py)
 @njit(fastmath=DOT_PRODUCTS, cache=True)
-def _linear_few_rows_serial(x, weight, bias, out):
-    out[:] = 0
-    _accumulate_rows(x, weight, 0, x.shape[1], out)
-    for n in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            out[n, j] += bias[j]
+def _dot_table_rows(x, table, v_begin, v_end, out):
+    """out[n, v] = x[n] . table[v] for every row n and v in [v_begin, v_end).
 
-
-@njit(inline="always", fastmath=DOT_PRODUCTS)
-def _dot_rows(x, table, v_begin, v_end, out):
-    """out[:, v] = x @ table[v] for v in [v_begin, v_end); four x rows share each load of table[v]."""
+    table [V, C]: float32, or a 16-bit format widened by `weight_at` (a Q8 table is stored
+    transposed and goes through `_linear_columns` instead). The table rows go in groups of
+    TABLE_ROW_GROUP counted from row 0 of the table (a band starts on a group), and each (row n,
+    group) is one loop over C with four running dot products, so the loop that computes out[n, v]
+    is the same whatever the number of rows or the band: results do not depend on the batch or the
+    threads. The last V % 4 table rows take a one-row loop.
+    """
     N, C = x.shape
-    for v in range(v_begin, v_end):
-        n = 0
-        while n + 4 <= N:
-            dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+    none = np.empty(0, dtype=np.float32)  # no scales: weight_at reads them for int8 only
+    widened = np.empty((TABLE_ROW_GROUP, C), dtype=np.float32)  # a 16-bit group, widened once
+    v = v_begin
+    while v + TABLE_ROW_GROUP <= v_end:
+        t0, t1, t2, t3 = table[v], table[v + 1], table[v + 2], table[v + 3]
+        if is_float32(table):
+            _dot_group(x, t0, t1, t2, t3, none, out, v)
+        else:  # every batch size alike (the same loops for a row alone or in a batch)
+            r0, r1, r2, r3 = widened[0], widened[1], widened[2], widened[3]
             for c in range(C):
-                entry = table[v, c]
-                dot0 += x[n, c] * entry
-                dot1 += x[n + 1, c] * entry
-                dot2 += x[n + 2, c] * entry
-                dot3 += x[n + 3, c] * entry
-            out[n, v], out[n + 1, v], out[n + 2, v], out[n + 3, v] = dot0, dot1, dot2, dot3
-            n += 4
-        while n < N:
+                r0[c] = weight_at(t0, none, c)
+                r1[c] = weight_at(t1, none, c)
+                r2[c] = weight_at(t2, none, c)
+                r3[c] = weight_at(t3, none, c)
+            _dot_group(x, r0, r1, r2, r3, none, out, v)
+        v += TABLE_ROW_GROUP
+    while v < v_end:
+        t0 = table[v]
+        for n in range(N):
+            xn = x[n]
             dot = np.float32(0.0)
             for c in range(C):
-                dot += x[n, c] * table[v, c]
+                dot += xn[c] * weight_at(t0, none, c)
             out[n, v] = dot
-            n += 1
+        v += 1
+
+
+@njit(inline="always", fastmath=DOT_PRODUCTS)
+def _dot_group(x, t0, t1, t2, t3, none, out, v):
+    """out[n, v + i] = x[n] . row i, for the four rows of a group and every row n."""
+    for n in range(x.shape[0]):
+        xn = x[n]
+        dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+        for c in range(x.shape[1]):
+            xc = xn[c]
+            dot0 += xc * weight_at(t0, none, c)
+            dot1 += xc * weight_at(t1, none, c)
+            dot2 += xc * weight_at(t2, none, c)
+            dot3 += xc * weight_at(t3, none, c)
+        out[n, v], out[n, v + 1], out[n, v + 2], out[n, v + 3] = dot0, dot1, dot2, dot3
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows(x, table, out, parts):  # x [N, C], table [V, C], out [N, V]
     V = table.shape[0]
-    for p in prange(parts):
-        _dot_rows(x, table, p * V // parts, (p + 1) * V // parts, out)
+    for p in prange(parts):  # thread p: a band of table rows (outputs), groups kept whole
+        _dot_table_rows(
+            x, table, band_edge(p, parts, V, TABLE_ROW_GROUP), band_edge(p + 1, parts, V, TABLE_ROW_GROUP), out
+        )
 
 
 @njit(fastmath=DOT_PRODUCTS, cache=True)
 def _matmul_transposed_few_rows_serial(x, table, out):
-    _dot_rows(x, table, 0, table.shape[0], out)
+    V = table.shape[0]  # the bounds as int64 (a literal 0 would compile a second _dot_table_rows)
+    _dot_table_rows(x, table, band_edge(0, 1, V, TABLE_ROW_GROUP), band_edge(1, 1, V, TABLE_ROW_GROUP), out)
 
 
-def _threads_for(weights: np.ndarray, rows: int) -> int:
+def _threads_for(weights: np.ndarray) -> int:
     """Every thread for a decode step's products (one thread alone streams well below the bandwidth
-    all cores reach); one below settings.PARALLEL_MIN_MULTIPLY_ADDS, where the barrier at the end
-    of a parallel region costs more than the other threads gain (tiny models)."""
-    return numba.get_num_threads() if weights.size * rows >= settings.PARALLEL_MIN_MULTIPLY_ADDS else 1
+    all cores reach); one for matrices below settings.PARALLEL_MIN_WEIGHTS, where the barrier at the
+    end of a parallel region costs more than the other threads gain (tiny models). The choice
+    depends on the matrix only, never on the rows; and since every output is computed by the same
+    operations on any thread, it does not change any result either."""
+    return numba.get_num_threads() if weights.size >= settings.PARALLEL_MIN_WEIGHTS else 1
 
 
 @njit(parallel=True, fastmath=DOT_PRODUCTS, cache=True)
@@ -224,33 +350,111 @@ def _blas_in_row_blocks(
         out += bias
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M]."""
-    return _product(x, weight, False, bias)
+def linear(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
+    """x: float32 [N, K] @ weight [K, M] + bias [M] -> new float32 [N, M].
+
+    weight: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 0), kernels/formats.py."""
+    if isinstance(weight, Q8Matrix) and weight.input_axis != 0:
+        raise ValueError("linear() needs a Q8 weight [in, out] quantized along its input (input_axis=0)")
+    stored, scales = _kernel_operands(weight)
+    return _product(x, stored, scales, False, bias)
 
 
-def matmul_transposed(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored."""
-    return _product(x, table, True, None)
+def matmul_transposed(x: np.ndarray, table: Weight) -> np.ndarray:
+    """x: float32 [N, C] @ table [V, C]^T -> new float32 [N, V], reading `table` as stored.
+
+    table: float32, float16, BFloat16Matrix or Q8Matrix (input_axis 1), kernels/formats.py. A Q8
+    table is stored transposed ([C, V], kernels/formats.py), so its product is `linear`'s kernel
+    with a zero bias."""
+    if isinstance(table, Q8Matrix):
+        if table.input_axis != 1:
+            raise ValueError("matmul_transposed() needs a Q8 table [V, C] quantized along C (input_axis=1)")
+        return _product(x, table.quants, table.scales, False, _zeros(table.quants.shape[1]))
+    stored, scales = _kernel_operands(table)
+    return _product(x, stored, scales, True, None)
 
 
-def _product(x: np.ndarray, b: np.ndarray, b_transposed: bool, bias: np.ndarray | None) -> np.ndarray:
-    """The one dispatcher of `linear` and `matmul_transposed`: BLAS row blocks for many rows, the
-    streaming kernels (serial or split across threads) for a few."""
+def _kernel_operands(weight: Weight) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays the Numba kernels read: the stored elements (a float16 matrix as its bits, typed
+    int16: kernels/widen.py) and a Q8 weight's scales (else an array [ceil(K/32), 0], never read)."""
+    if isinstance(weight, Q8Matrix):
+        return weight.quants, weight.scales
+    if isinstance(weight, BFloat16Matrix):
+        stored = weight.bits
+    elif isinstance(weight, np.ndarray) and weight.dtype == np.float32:
+        stored = weight
+    elif isinstance(weight, np.ndarray) and weight.dtype == np.float16:
+        stored = weight.view(np.int16)
+    else:
+        dequantize(weight)  # raises the TypeError naming what it got
+        raise AssertionError("unreachable")
+    if stored.ndim != 2:
+        raise ValueError(f"a weight matrix must be 2-D, got shape {stored.shape}")
+    return stored, np.empty((-(-stored.shape[0] // Q8_BLOCK), 0), dtype=np.float32)
+
+
+_zero_biases: dict[int, np.ndarray] = {}
+
+
+def _zeros(size: int) -> np.ndarray:
+    """A float32 zero vector of `size`, kept (the output layer asks for one every step); private, and
+    left writeable: a read-only array would be another type to Numba, and another compile."""
+    zeros = _zero_biases.get(size)
+    if zeros is None:
+        zeros = _zero_biases[size] = np.zeros(size, dtype=np.float32)
+    return zeros
+
+
+@njit(parallel=True, cache=True)
+def _widen_rows(weight, scales, out, parts):
+    """out [K, M] float32 = weight [K, M] in any kernel format, widened (bands of rows in parallel)."""
+    K, M = weight.shape
+    for p in prange(parts):
+        for k in range(p * K // parts, (p + 1) * K // parts):
+            w, o, s = weight[k], out[k], scales[k // Q8_BLOCK]
+            for j in range(M):
+                o[j] = weight_at(w, s, j)
+
+
+_scratch = threading.local()
+
+
+def _widened(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The float32 matrix of a 16-bit or Q8 weight, for BLAS (a prompt's many rows): written into a
+    per-thread scratch block reused from call to call, so a prompt pass allocates it once."""
+    size = stored.size
+    block = getattr(_scratch, "block", None)
+    if block is None or block.size < size:
+        block = _scratch.block = np.empty(size, dtype=np.float32)
+    out = block[:size].reshape(stored.shape)
+    _widen_rows(stored, scales, out, max(1, min(numba.get_num_threads(), stored.shape[0] // 64)))
+    return out
+
+
+def _product(
+    x: np.ndarray, b: np.ndarray, scales: np.ndarray, b_transposed: bool, bias: np.ndarray | None
+) -> np.ndarray:
+    """The one dispatcher of `linear` and `matmul_transposed`: BLAS row blocks for many rows (on the
+    weights widened to float32 first, if they are not float32), the streaming kernels (serial or
+    split across threads) for a few. b: the stored elements; scales: Q8 block scales or width 0."""
+    if x.ndim != 2 or x.shape[1] != b.shape[1 if b_transposed else 0]:
+        raise ValueError(f"cannot multiply x of shape {x.shape} by a weight stored as {b.shape}")
     N = x.shape[0]
     out = np.empty((N, b.shape[0] if b_transposed else b.shape[1]), dtype=np.float32)
     if N > settings.FEW_ROWS:
+        if b.dtype != np.float32:
+            b = _widened(b, scales)
         _blas_in_row_blocks(x, b, b_transposed, bias, out)  # b read as stored: no transposed copy
         return out
     x = np.ascontiguousarray(x)
-    threads = _threads_for(b, N)
+    threads = _threads_for(b)
     if b_transposed:
         if threads == 1:
             _matmul_transposed_few_rows_serial(x, b, out)
         else:
             _matmul_transposed_few_rows(x, b, out, threads)
     elif threads == 1:
-        _linear_few_rows_serial(x, b, bias, out)
+        _linear_few_rows_serial(x, b, scales, bias, out)
     else:
-        _linear_few_rows(x, b, bias, out, threads)
+        _linear_few_rows(x, b, scales, bias, out, threads)
     return out

@@ -32,8 +32,9 @@ def warm_up() -> None:
     out = np.empty((2, 8), f32)
     _layer_norm_serial(rows, bias, bias, f32(1e-5), out)
     _layer_norm_parallel(rows, bias, bias, f32(1e-5), out)
-    _linear_few_rows_serial(rows, weights, bias, out)
-    _linear_few_rows(rows, weights, bias, out, 2)
+    no_scales = np.empty((1, 0), f32)
+    _linear_few_rows_serial(rows, weights, no_scales, bias, out)
+    _linear_few_rows(rows, weights, no_scales, bias, out, 2)
     _matmul_transposed_few_rows_serial(rows, weights, out)
     _matmul_transposed_few_rows(rows, weights, out, 2)
     if SGEMM_AVAILABLE:

@@ -16,6 +16,7 @@ from engine import InputError
 from engine.analysis.explain import FORMAT_VERSION, Explanation, Explanations
 from engine.analysis.factors import factorise
 from engine.analysis.saliency import METHODS, attribute_all, attribute_contrast, attribute_targets
+from engine.base.errors import OutputError
 from engine.base.files import write_together
 from engine.base.numeric import log_softmax
 
@@ -443,11 +444,11 @@ def test_write_together_writes_all_or_none(tmp_path, monkeypatch):
         out.write(b"half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         write_together([(first, lambda out: out.write(b"result")), (second, fail)])
     assert list(tmp_path.iterdir()) == []
     first.write_bytes(b"old result")
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         write_together([(first, lambda out: out.write(b"result")), (second, fail)])
     assert first.read_bytes() == b"old result" and not second.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporaries, no backups left
@@ -460,7 +461,7 @@ def test_write_together_writes_all_or_none(tmp_path, monkeypatch):
         return real_replace(source, destination)
 
     monkeypatch.setattr("engine.base.files.os.replace", replace)
-    with pytest.raises(OSError, match="Input/output"):
+    with pytest.raises(OutputError, match="Input/output"):
         write_together([(first, lambda out: out.write(b"result")), (second, lambda out: out.write(b"page"))])
     monkeypatch.undo()
     assert first.read_bytes() == b"old result" and second.read_bytes() == b"old page"

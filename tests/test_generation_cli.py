@@ -286,7 +286,7 @@ class InterruptedModel:
 
 @pytest.mark.parametrize("extra", [["--json"], ["--no-stream"], ["--stream"], ["--num-beams", "2", "--json"]])
 def test_ctrl_c_prints_what_was_generated(tiny_model, tiny_model_dir, monkeypatch, capsys, extra):
-    monkeypatch.setattr(cli.generate, "load_model", lambda name: InterruptedModel(tiny_model, after=5))
+    monkeypatch.setattr(cli.generate, "load_model", lambda name, dtype=None: InterruptedModel(tiny_model, after=5))
     status = cli.main(["generate", "ROMEO:", "-m", str(tiny_model_dir), "-n", "40", "-t", "0", *extra])
     out, err = capsys.readouterr()
     assert status == 130 and err == "gpt2: interrupted\n"

@@ -475,7 +475,7 @@ def test_score_with_stdin_closed(tiny_model_dir):
 def test_ctrl_c_while_loading_says_interrupted(monkeypatch, capsys):
     from engine import cli
 
-    def interrupted(name):
+    def interrupted(name, dtype=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli.info, "load_model", interrupted)

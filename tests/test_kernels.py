@@ -2,6 +2,7 @@
 
 import importlib
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -32,6 +33,7 @@ def randn(*shape):
 # parallel twin of each kernel is held to the reference on the same (small) shapes.
 PARALLEL_THRESHOLDS = [
     ("kernels.settings", "PARALLEL_MIN_MULTIPLY_ADDS"),
+    ("kernels.settings", "PARALLEL_MIN_WEIGHTS"),
     ("kernels.settings", "PARALLEL_MIN_ELEMENTS"),
     ("kernels.settings", "PARALLEL_MIN_ROWS"),
 ]
@@ -284,3 +286,121 @@ def test_attention_kernel_reads_cache_views_in_place(parallel_threshold):
     key_start = np.array([0, 2])
     expected, _ = causal_attention_reference(q, k, v, key_start, 0.3)
     np.testing.assert_allclose(causal_attention(q, k, v, key_start, 0.3), expected, rtol=1e-5, atol=2e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch invariance: a row's result is bit for bit the same whatever rows share its batch and
+# whatever the threads (continuous batching and the batch runner rely on it)
+
+
+@pytest.fixture
+def threads():
+    """set(n) runs the kernels on n threads; the count in force before the test is put back."""
+    before = numba.get_num_threads()
+    yield numba.set_num_threads
+    numba.set_num_threads(before)
+
+
+INVARIANCE_LINEAR_SHAPES = [(1, 1), (5, 3), (17, 29), (96, 288), (768, 2304), (3072, 100), (64, 1000)]
+
+
+@pytest.mark.parametrize("K,M", INVARIANCE_LINEAR_SHAPES)
+def test_linear_rows_do_not_depend_on_the_batch(K, M, parallel_threshold):
+    from kernels.settings import FEW_ROWS
+
+    x, weight, bias = randn(FEW_ROWS, K), randn(K, M), randn(M)
+    alone = [linear(x[i : i + 1], weight, bias)[0] for i in range(FEW_ROWS)]
+    for N in range(1, FEW_ROWS + 1):
+        together = linear(x[:N], weight, bias)
+        for i in range(N):
+            np.testing.assert_array_equal(together[i], alone[i], err_msg=f"row {i} of {N}")
+
+
+@pytest.mark.parametrize("C,V", [(1, 1), (13, 7), (96, 1001), (768, 4099), (64, 50257)])
+def test_matmul_transposed_rows_do_not_depend_on_the_batch(C, V, parallel_threshold):
+    from kernels.settings import FEW_ROWS
+
+    x, table = randn(FEW_ROWS, C), randn(V, C)
+    alone = [matmul_transposed(x[i : i + 1], table)[0] for i in range(FEW_ROWS)]
+    for N in range(1, FEW_ROWS + 1):
+        together = matmul_transposed(x[:N], table)
+        for i in range(N):
+            np.testing.assert_array_equal(together[i], alone[i], err_msg=f"row {i} of {N}")
+
+
+@pytest.mark.parametrize("N", [1, 3, 8])
+def test_few_rows_products_are_the_same_serial_and_on_any_split(N, threads):
+    """The serial kernels and the parallel ones split into any number of bands (more bands than
+    threads included), on one thread or all: bit for bit the same."""
+    from kernels.linear import (
+        _linear_few_rows,
+        _linear_few_rows_serial,
+        _matmul_transposed_few_rows,
+        _matmul_transposed_few_rows_serial,
+    )
+
+    K, M, V = 300, 1000, 2051
+    x, weight, bias, table = randn(N, K), randn(K, M), randn(M), randn(V, K)
+    expected_linear = np.empty((N, M), np.float32)
+    no_scales = np.empty((-(-K // 32), 0), np.float32)  # float32 weights: no Q8 block scales
+    _linear_few_rows_serial(x, weight, no_scales, bias, expected_linear)
+    expected_table = np.empty((N, V), np.float32)
+    _matmul_transposed_few_rows_serial(x, table, expected_table)
+    for n_threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        threads(n_threads)
+        for parts in (1, 2, 3, 5, 7, 64):
+            got = np.full((N, M), np.nan, np.float32)
+            _linear_few_rows(x, weight, no_scales, bias, got, parts)
+            np.testing.assert_array_equal(got, expected_linear, err_msg=f"linear, {parts} bands")
+            got = np.full((N, V), np.nan, np.float32)
+            _matmul_transposed_few_rows(x, table, got, parts)
+            np.testing.assert_array_equal(got, expected_table, err_msg=f"output layer, {parts} bands")
+        np.testing.assert_array_equal(linear(x, weight, bias), expected_linear)
+        np.testing.assert_array_equal(matmul_transposed(x, table), expected_table)
+
+
+@pytest.mark.parametrize("S,D", [(1, 24), (7, 24), (37, 64), (130, 17)])
+def test_attention_rows_do_not_depend_on_the_batch(S, D, parallel_threshold, threads):
+    """One decode query per row, rows left-padded by different amounts: each row's output equals the
+    row alone (its padding cut off), serial or parallel, on one thread or all."""
+    from kernels.attention import _attention_parallel, _attention_serial
+
+    B, H = 4, 3
+    q, k, v = randn(B, H, 1, D), randn(B, H, S + 3, D), randn(B, H, S + 3, D)
+    padding = np.array([3, 0, 2, 1])
+    alone = []
+    for b in range(B):
+        first = padding[b]
+        out = np.empty((1, H, 1, D), np.float32)
+        _attention_serial(
+            q[b : b + 1],
+            k[b : b + 1, :, first:].copy(),
+            v[b : b + 1, :, first:].copy(),
+            S + 3 - first,
+            np.zeros(1, np.int64),
+            float(D**-0.5),
+            out,
+        )
+        alone.append(out[0])
+    for n_threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        threads(n_threads)
+        for kernel in (_attention_serial, _attention_parallel):
+            out = np.empty((B, H, 1, D), np.float32)
+            kernel(q, k, v, S + 3, padding, float(D**-0.5), out)
+            for b in range(B):
+                np.testing.assert_array_equal(out[b], alone[b], err_msg=f"{kernel.__name__}, row {b}")
+
+
+def test_layer_norm_and_gelu_rows_do_not_depend_on_the_batch(parallel_threshold):
+    """Each row of LayerNorm, and each element of GELU wherever it falls (the vectorised body of
+    the loop or its remainder), is computed the same way in any batch."""
+    x = 3 * randn(8, 771)
+    weight, bias = randn(771), randn(771)
+    together = layer_norm(x, weight, bias, 1e-5)
+    activated = gelu(x)
+    for i in range(8):
+        np.testing.assert_array_equal(layer_norm(x[i : i + 1], weight, bias, 1e-5)[0], together[i])
+        np.testing.assert_array_equal(gelu(x[i : i + 1])[0], activated[i])
+    flat = x.reshape(-1)
+    for start in (0, 1, 5, 17, 100):  # every element at another place relative to the vector width
+        np.testing.assert_array_equal(gelu(flat[start : start + 300]), activated.reshape(-1)[start : start + 300])

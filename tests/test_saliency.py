@@ -146,3 +146,10 @@ def test_saliency_refuses_bad_arguments(tiny_model, args, message):
     options = {"target_id": 11} | args
     with pytest.raises(InputError, match=message):
         tiny_model.saliency([1, 2, 3], **options)
+
+
+@pytest.mark.parametrize("method", [np.array([]), np.array(["erasure", "gradient"]), 5, None])
+def test_a_method_that_is_not_a_name_is_an_input_error(tiny_model, method):
+    """Found by the API fuzzer: an empty array as the method met its truth value (NumPy's ValueError)."""
+    with pytest.raises(InputError, match="unknown saliency method"):
+        tiny_model.saliency([1, 2, 3], 5, method=method)

@@ -107,7 +107,10 @@ def test_kernels_compile_once_per_signature_and_cache_to_disk(model):
     generate(model, batch=1, prompt=100, steps=2)
     assert {name: len(d.signatures) for name, d in dispatchers()} == compiled
     for name, d in dispatchers():
-        assert len(d.signatures) <= 1, (
+        # one compile per weight format (float32, float16 bits, bfloat16 bits, int8 quants: other
+        # tests of this process may have used them); two for one format are two layouts
+        formats = [tuple(a.dtype for a in signature if isinstance(a, types.Array)) for signature in d.signatures]
+        assert len(formats) == len(set(formats)), (
             f"{name} was compiled for {d.signatures}: one layout per argument keeps start-up short"
         )
         assert type(d._cache).__name__ == "FunctionCache", f"{name} is not cached on disk (cache=True)"

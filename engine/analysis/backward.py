@@ -36,7 +36,8 @@ from ..base.checks import as_integer, check_sequence
 from ..base.config import GPT2Config
 from ..base.errors import InputError
 from ..base.numeric import log_softmax, softmax
-from ..model import attention_scale, layer_norm, linear, merge_heads, split_heads, unembed
+from ..model import attention_scale, embed, layer_norm, linear, merge_heads, split_heads, unembed
+from ..state.formats import Matrix, dense
 from ..state.weights import AttentionWeights, BlockWeights, GPT2Weights, LayerNormWeights, LinearWeights, MLPWeights
 
 TARGETS = ("logprob", "prob")
@@ -51,7 +52,7 @@ TARGETS = ("logprob", "prob")
 
 
 def embedding_forward(weights: GPT2Weights, ids: np.ndarray):  # ids [T] -> tok [T, C], pos [T, C]
-    tok = weights.wte[ids]  # [T, C]
+    tok = embed(weights.wte, ids)  # [T, C]
     pos = weights.wpe[: len(ids)]  # [T, C], positions 0 .. T-1
     return tok, pos
 
@@ -87,8 +88,9 @@ def linear_forward(x, p: LinearWeights):  # [..., in] -> [..., out]
 
 def linear_backward(d_out, p: LinearWeights):  # [..., out] -> [..., in]
     # d_x = d_out @ weight^T: the engine's product kernel reads weight [in, out] as stored (on the
-    # engine's threads: BLAS itself is limited to one thread once a model is loaded)
-    d_x = matmul_transposed(np.ascontiguousarray(d_out.reshape(-1, d_out.shape[-1])), p.weight)  # [N, in]
+    # engine's threads: BLAS itself is limited to one thread once a model is loaded). A 16-bit or
+    # int8 weight is used as the float32 values the forward pass multiplied by (`dense`).
+    d_x = matmul_transposed(np.ascontiguousarray(d_out.reshape(-1, d_out.shape[-1])), dense(p.weight))  # [N, in]
     return d_x.reshape(*d_out.shape[:-1], p.weight.shape[0])
 
 
@@ -191,7 +193,7 @@ class ForwardPass:
     blocks: list  # per block, the saved tensors of block_forward
     ln_f: tuple  # saved by layer_norm_forward
     keep: np.ndarray  # int64 [K]: positions whose logits were computed
-    lm_head: np.ndarray  # [V, C]
+    lm_head: Matrix  # [V, C], at the model's precision
     n_tokens: int  # T of the input
 
 
@@ -214,7 +216,7 @@ def gpt2_backward(d_logits, fp: ForwardPass):  # [B, K, V] -> [B, T, C]
     B, K, V = d_logits.shape
     # logits = x @ lm_head^T. A sum over all 50257 tokens: BLAS's blocked sum keeps it accurate
     # (the streaming kernel's one running sum per output is several times less accurate here)
-    d_x = (d_logits.reshape(-1, V) @ fp.lm_head).reshape(B, K, -1)  # [B, K, C]
+    d_x = (d_logits.reshape(-1, V) @ dense(fp.lm_head)).reshape(B, K, -1)  # [B, K, C]
     d_x = layer_norm_backward(d_x, fp.ln_f)  # [B, K, C]
     d_resid = np.zeros((B, fp.n_tokens, d_x.shape[-1]), dtype=np.float32)  # [B, T, C]
     # positions not kept get no gradient from the output (numpy's stubs reject the slice index)

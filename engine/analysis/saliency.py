@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..base.checks import as_integer, check_integer
+from ..base.checks import as_integer, check_integer, shown
 from ..base.errors import InputError
 from ..capture import run_with_hooks
 from .backward import check_target, embedding_forward, target_forward, targets_gradients
@@ -127,9 +127,9 @@ def token_scores(attributions: np.ndarray) -> np.ndarray:
 
 def check_method(method: str, name: str | None = None) -> str:
     """A saliency method's name; `name`, if given, is the argument the error names (the CLI's flag)."""
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise InputError(
-            f"{name + ': ' if name else ''}unknown saliency method {method!r}; choose from {', '.join(METHODS)}"
+            f"{name + ': ' if name else ''}unknown saliency method {shown(method)}; choose from {', '.join(METHODS)}"
         )
     return method
 

@@ -7,6 +7,7 @@
     gpt2 perplexity FILE --model DIR          gpt2 score "some text" --model DIR
     gpt2 explain "ROMEO:" --model DIR --max-new-tokens 20 --output romeo.npz --html romeo.html
     gpt2 report romeo.npz --html romeo.html
+    gpt2 quantize DIR OUT                     gpt2 generate "ROMEO:" --model OUT   (int8 weights)
     gpt2 serve --model DIR --port 8000        (OpenAI's completions API; docs/serving.md)
 
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
@@ -26,10 +27,11 @@ import sys
 
 from ..base.errors import GPT2Error
 from ..base.files import guarded_stdout, silence_stdout
-from . import explain, generate, info, report, scoring, serve, tokenize
+from . import explain, generate, info, quantize, report, scoring, serve, tokenize
 from .common import apply_threads
 
-COMMANDS = (generate, info, tokenize, scoring, explain, report, serve)  # in the order `gpt2 --help` lists them
+# In the order `gpt2 --help` lists them.
+COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

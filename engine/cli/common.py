@@ -1,4 +1,4 @@
-"""What the commands share: the --model and --threads flags, loading the model, reading text."""
+"""What the commands share: the --model, --dtype and --threads flags, loading the model, reading text."""
 
 from __future__ import annotations
 
@@ -14,16 +14,31 @@ from ..base.errors import GPT2Error
 from ..base.files import decode_utf8
 from ..base.threads import set_threads
 from ..gpt2 import GPT2
+from ..state.precision import DESCRIPTIONS, DTYPES
 
 DEFAULT_MODEL = "gpt2"
 
 
-def add_model_argument(parser, positional: bool = False) -> None:
+def add_model_argument(parser, positional: bool = False, dtype: bool = True) -> None:
+    """--model (or a positional MODEL) and, unless dtype=False, --dtype: what `load_model` takes."""
     help = "model directory, published name (gpt2, gpt2-medium, ...) or size (124M, 355M, 774M, 1558M); default: gpt2"
     if positional:
         parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=help)
     else:
         parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=help)
+    if dtype:
+        add_dtype_argument(parser)
+
+
+def add_dtype_argument(parser) -> None:
+    choices = "; ".join(f"{name}: {what}" for name, what in DESCRIPTIONS.items())
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help=f"precision of the weight matrices in memory, arithmetic in float32 at each ({choices.replace('%', '%%')}). "
+        "Default: float32, or int8 for a directory written by `gpt2 quantize` (docs/speed.md)",
+    )
 
 
 def add_threads_argument(parser) -> None:
@@ -40,8 +55,9 @@ def apply_threads(args) -> None:
         set_threads(args.threads)
 
 
-def load_model(name: str) -> GPT2:
-    return GPT2.from_pretrained(name)
+def load_model(name: str, dtype: str | None = None) -> GPT2:
+    """The model of --model at --dtype (None: float32, or int8 for a `gpt2 quantize` directory)."""
+    return GPT2.from_pretrained(name, dtype=dtype)
 
 
 def argument_text(value: str, name: str) -> str:

@@ -191,7 +191,7 @@ def run(args) -> int:
             check_destination(destination, f"{option} {destination}")
     if args.output is not None and args.html is not None and args.output == args.html:
         raise GPT2Error("--output and --html must be different files")
-    model = load_model(args.model)
+    model = load_model(args.model, args.dtype)
     check_top_k(args.lens_top_k, model.config.vocab_size, "--lens-top-k")
     check_integer("--alternatives", args.alternatives, 0, model.config.vocab_size - 1)
     result = model.explain(**options)  # checks the rest (layers, heads, room in the context) before any work

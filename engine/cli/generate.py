@@ -159,7 +159,7 @@ def run(args) -> int:
     prompt = read_prompt(args)
     options = generation_options(args)
     options_from(options).checked(spell_flag)  # bad values are refused before the model is loaded
-    model = load_model(args.model)
+    model = load_model(args.model, args.dtype)
     search, _ = make_search(model, prompt, options, spell_flag)
     streaming = args.stream if args.stream is not None else sys.stdout.isatty()
     if streaming and not args.json and args.batch_size == 1 and args.num_beams == 1:

@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    model = load_model(args.model)
+    model = load_model(args.model, args.dtype)
     c = model.config
     files = describe_checkpoint(str(model.source))
     facts = {
@@ -28,6 +28,8 @@ def run(args) -> int:
         "mlp_width": c.mlp_width,
         "parameters": model.num_parameters(),
         "stored_dtypes": files["dtypes"],
+        "dtype": model.dtype,
+        "weight_bytes": model.weight_bytes(),
         "compute_dtype": "float32",
         "file_bytes": files["bytes"],
         "files": files["files"],
@@ -46,6 +48,8 @@ def run(args) -> int:
         if c.tie_word_embeddings
         else f"parameters  {facts['parameters']:,}"
     )
-    print(f"dtype       stored {stored}; computed in float32")
+    print(
+        f"dtype       stored {stored}; matrices kept as {model.dtype} ({model.weight_bytes():,} bytes); computed in float32"
+    )
     print(f"file size   {files['bytes']:,} bytes ({files['bytes'] / 2**20:.1f} MiB) in {len(files['files'])} file(s)")
     return 0

@@ -57,7 +57,7 @@ def add_perplexity_parser(subparsers) -> None:
 
 def run_perplexity(args) -> int:
     texts = [read_text_file(path) for path in args.files]  # every file is read before any is scored
-    model = load_model(args.model)
+    model = load_model(args.model, args.dtype)
     check_scoring_options(model, args)
     results = []
     for path, text in zip(args.files, texts):
@@ -103,7 +103,7 @@ def add_score_parser(subparsers) -> None:
 
 def run_score(args) -> int:
     text = read_text_file("-") if args.text is None else argument_text(args.text, "TEXT")
-    model = load_model(args.model)
+    model = load_model(args.model, args.dtype)
     check_scoring_options(model, args)
     s = model.score(text, **scoring_options(args))
     pieces = model.tokenizer.pieces(s.token_ids, errors="backslashreplace")  # type: ignore[union-attr]  # loaded models have one

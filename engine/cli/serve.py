@@ -9,14 +9,10 @@ from pathlib import Path
 from ..base.config import GPT2Config
 from ..base.errors import GPT2Error
 from ..base.threads import get_threads, threads_from_environment
-from ..gpt2 import GPT2
 from ..state.hub import resolve_model_dir
-from .common import add_model_argument, add_threads_argument
+from .common import add_model_argument, add_threads_argument, load_model
 
 API_KEY_VARIABLE = "GPT2_API_KEY"
-# Only float32 for now: the engine computes in float32. (A --dtype shared with the other commands
-# replaces this list when the engine has other precisions.)
-DTYPES = ("float32",)
 
 
 def number_flag(kind, name: str, ok):
@@ -81,12 +77,6 @@ def add_parser(subparsers) -> None:
         help="largest request body; larger ones get 413 (default: 4 MiB)",
     )
     p.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="precision of the weights and the arithmetic: float32 only, for now (default: float32)",
-    )
-    p.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -110,7 +100,7 @@ def run(args) -> int:
     GPT2Config.from_json(Path(model_dir) / "config.json")
     threads_from_environment()
     return serve(
-        lambda: GPT2.from_pretrained(model_dir),
+        lambda: load_model(model_dir, args.dtype),
         served_name=args.model_name or Path(model_dir).name,
         host=args.host,
         port=args.port,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..base.config import GPT2Config
+from .formats import Matrix, dtype_of
 
 
 @dataclass
@@ -24,7 +25,7 @@ class LayerNormWeights:
 
 @dataclass
 class LinearWeights:
-    weight: np.ndarray  # [in, out]
+    weight: Matrix  # [in, out], at the model's precision (engine/state/formats.py)
     bias: np.ndarray  # [out]
 
 
@@ -50,11 +51,15 @@ class BlockWeights:
 
 @dataclass
 class GPT2Weights:
-    wte: np.ndarray  # [V, C] token embeddings, also the output layer
+    wte: Matrix  # [V, C] token embeddings, also the output layer, at the model's precision
     wpe: np.ndarray  # [P, C] position embeddings
     h: list[BlockWeights]  # n_layer blocks
     ln_f: LayerNormWeights
-    lm_head: np.ndarray  # [V, C]; the very same array as wte when the embeddings are tied
+    lm_head: Matrix  # [V, C]; the very same object as wte when the embeddings are tied
+
+    def dtype(self) -> str:
+        """The precision the matrices are kept at (engine/state/precision.py): that of wte, as of all."""
+        return dtype_of(self.wte)
 
     def arrays(self):
         """Every parameter array (the tied output layer appears twice: it is wte)."""
@@ -110,3 +115,18 @@ def weights_from_state_dict(state: dict[str, np.ndarray], config: GPT2Config) ->
     wte = state["wte.weight"]
     lm_head = wte if config.tie_word_embeddings else state["lm_head.weight"]
     return GPT2Weights(wte=wte, wpe=state["wpe.weight"], h=blocks, ln_f=layer_norm("ln_f"), lm_head=lm_head)
+
+
+def state_dict_of(weights: GPT2Weights, config: GPT2Config) -> dict:
+    """The flat {checkpoint name: parameter} of `weights`, in `parameter_shapes`' order: the
+    inverse of `weights_from_state_dict`."""
+    state: dict = {"wte.weight": weights.wte, "wpe.weight": weights.wpe}
+    for i, b in enumerate(weights.h):
+        for name, p in (("ln_1", b.ln_1), ("attn.c_attn", b.attn.c_attn), ("attn.c_proj", b.attn.c_proj)):
+            state |= {f"h.{i}.{name}.weight": p.weight, f"h.{i}.{name}.bias": p.bias}
+        for name, p in (("ln_2", b.ln_2), ("mlp.c_fc", b.mlp.c_fc), ("mlp.c_proj", b.mlp.c_proj)):
+            state |= {f"h.{i}.{name}.weight": p.weight, f"h.{i}.{name}.bias": p.bias}
+    state |= {"ln_f.weight": weights.ln_f.weight, "ln_f.bias": weights.ln_f.bias}
+    if not config.tie_word_embeddings:
+        state["lm_head.weight"] = weights.lm_head
+    return state
