@@ -100,7 +100,7 @@ def run(args) -> int:
     GPT2Config.from_json(Path(model_dir) / "config.json")
     threads_from_environment()
     return serve(
-        lambda: load_model(model_dir, args.dtype),
+        lambda: load_model(str(model_dir), args.dtype),
         served_name=args.model_name or Path(model_dir).name,
         host=args.host,
         port=args.port,
