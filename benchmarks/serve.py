@@ -305,9 +305,12 @@ def report(data: dict) -> str:
         )
     eq = data["equality"]
     verdict = "met" if data["target_met"] else "missed"
+    top = str(max(LEVELS))
+    per_round = ", ".join(f"{runs[top]['tokens_per_s'] / runs['1']['tokens_per_s']:.2f}x" for runs in data["rounds"])
     lines += [
         "",
-        f"**{max(LEVELS)} clients / 1 client: {data['ratio']:.2f}x** (target >= {TARGET_RATIO:.0f}x: {verdict}).",
+        f"**{top} clients / 1 client: {data['ratio']:.2f}x** (medians; target >= {TARGET_RATIO:.0f}x: {verdict}). "
+        f"Round by round: {per_round}.",
         "",
         f"**Greedy equality:** {eq['checked']} responses checked against the single-client response to "
         "the same prompt: "
@@ -325,17 +328,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request (default: 64)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the levels (default: 3)")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown report; the JSON goes beside it")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the Markdown from the JSON beside it, measuring nothing"
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        text = report(json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8")))
+        print(text)
+        write_atomically(args.out, text)
+        return
     if args.rounds < 1 or args.max_tokens < 1 or args.threads < 1:
         parser.error("--rounds, --max-tokens and --threads must be >= 1")
     data = measure(args)
     text = report(data)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((args.out, text), (args.out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(content, encoding="utf-8")
-        partial.replace(path)
+    write_atomically(args.out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    write_atomically(args.out, text)
+
+
+def write_atomically(path: Path, content: str) -> None:
+    """Write beside `path`, then rename: a failed write never leaves half a report."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(content, encoding="utf-8")
+    partial.replace(path)
 
 
 if __name__ == "__main__":
