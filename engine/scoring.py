@@ -34,7 +34,7 @@ import numpy as np
 
 from .base.checks import check_finite, check_integer, check_memory, check_token_ids, integer_array
 from .base.errors import InputError
-from .base.numeric import log_softmax
+from .base.numeric import log_softmax, top_sorted
 from .base.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = 4
@@ -174,19 +174,44 @@ def window_batches(windows: list[Window], batch_size: int) -> list[list[int]]:
 
 def window_logprobs(model, tokens: np.ndarray, batch: list[Window]) -> list[np.ndarray]:
     """One forward pass over windows of one shape -> float32 [n_scored] log-probabilities per window."""
+    return [logp[np.arange(len(targets)), targets] for logp, targets in window_log_softmax(model, tokens, batch)]
+
+
+def window_log_softmax(model, tokens: np.ndarray, batch: list[Window]):
+    """One forward pass over windows of one shape; yields, window by window, the log-softmax at the
+    positions that predict its scored tokens, float32 [n_scored, V], and those tokens, int64 [n_scored]."""
     n = batch[0].n_scored
     ids = np.stack([tokens[w.begin : w.end] for w in batch])  # [B, L]
     # The prediction of token p is made at position p - 1: the n scored tokens, the last n of the
     # window, are predicted at the n positions before the last. Only n + 1 positions are kept.
     logits = model(ids, logits_to_keep=n + 1)  # [B, n + 1, V]
-    rows = []
     for r, w in enumerate(batch):
-        targets = tokens[w.first_scored : w.end]  # [n]
         # One window at a time: the log-softmax is as large as the logits, and it is not kept.
         check_finite(logits[r, :n], f"the logits of window {w.begin}..{w.end}")
-        logp = log_softmax(logits[r, :n])  # [n, V]
-        rows.append(logp[np.arange(n), targets])  # [n]
-    return rows
+        yield log_softmax(logits[r, :n]), tokens[w.first_scored : w.end]  # [n, V], [n]
+
+
+def token_logprobs(model, ids, top: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each token's log-probability given the tokens before it, for one sequence that fits the
+    context, and the `top` most likely tokens at each position: what an OpenAI-style `echo` of a
+    prompt reports.
+
+    ids: token ids [N], N <= n_positions, checked. Returns float32 logprobs [N] (NaN for token 0,
+    which nothing predicts), top ids int64 [N, top] and their float32 log-probabilities [N, top]
+    (most likely first; row 0 unused). The numbers are those of `score(model, ids)`: its one
+    window, computed by the same function.
+    """
+    tokens = np.asarray(ids, dtype=np.int64)
+    N = len(tokens)
+    logprobs = np.full(N, np.nan, dtype=np.float32)
+    top_ids = np.zeros((N, top), dtype=np.int64)
+    top_values = np.full((N, top), np.nan, dtype=np.float32)
+    if N >= 2:
+        [(logp, targets)] = window_log_softmax(model, tokens, [Window(0, N, 1)])  # [N - 1, V], [N - 1]
+        logprobs[1:] = logp[np.arange(N - 1), targets]
+        if top:
+            top_ids[1:], top_values[1:] = top_sorted(logp, top)
+    return logprobs, top_ids, top_values
 
 
 def scored_sequence(model, text_or_ids, bos: bool) -> np.ndarray:

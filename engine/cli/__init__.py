@@ -9,6 +9,7 @@
     gpt2 report romeo.npz --html romeo.html
     gpt2 batch generate prompts.jsonl out.jsonl --model DIR --workers 2   (or --ray; batch score)
     gpt2 quantize DIR OUT                     gpt2 generate "ROMEO:" --model OUT   (int8 weights)
+    gpt2 serve --model DIR --port 8000        (OpenAI's completions API; docs/serving.md)
 
 A user error (a `GPT2Error`) prints one line, `gpt2: error: ...`, and exits with status 2, as
 argparse does for bad arguments; no traceback. Ctrl-C prints `gpt2: interrupted` and exits with
@@ -27,11 +28,11 @@ import sys
 
 from ..base.errors import GPT2Error
 from ..base.files import guarded_stdout, silence_stdout
-from . import batch, explain, generate, info, quantize, report, scoring, tokenize
+from . import batch, explain, generate, info, quantize, report, scoring, serve, tokenize
 from .common import apply_threads
 
 # In the order `gpt2 --help` lists them.
-COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, batch)
+COMMANDS = (generate, info, tokenize, scoring, explain, report, quantize, batch, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

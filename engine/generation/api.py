@@ -6,7 +6,7 @@ from ..base.checks import check_memory
 from ..base.errors import InputError
 from ..capture import StepwiseCapture
 from .beam_search import BeamSearch
-from .options import GenerationResult, options_from
+from .options import GenerationOptions, GenerationResult, options_from
 from .prompts import check_room, prompt_token_ids
 from .token_search import TokenSearch
 
@@ -19,14 +19,19 @@ def make_search(model, prompt, options: dict, spell=lambda name: name):
         raise InputError("this model has no tokenizer, and generation decodes the new tokens to text")
     prompts, single = prompt_token_ids(model, prompt, o.bos)
     check_room(model, prompts, o.max_new_tokens, spell)
-    bad = [i for i in o.stop_token_ids if i >= model.config.vocab_size]
-    if bad:
-        raise InputError(
-            f"{spell('stop_token_ids')}: token id {bad[0]} is out of range for vocab_size {model.config.vocab_size}"
-        )
+    check_token_options(model, o, spell)
     check_generation_memory(model.config, prompts, o, spell)
     search = (BeamSearch if o.num_beams > 1 else TokenSearch)(model, prompts, o)
     return search, single
+
+
+def check_token_options(model, o: GenerationOptions, spell=lambda name: name) -> None:
+    """The options that name token ids (stop_token_ids, logit_bias) must name ids of this model."""
+    n_vocab = model.config.vocab_size
+    for name, ids in (("stop_token_ids", o.stop_token_ids), ("logit_bias", o.logit_bias or ())):
+        bad = [i for i in ids if i >= n_vocab]
+        if bad:
+            raise InputError(f"{spell(name)}: token id {bad[0]} is out of range for vocab_size {n_vocab}")
 
 
 def check_generation_memory(config, prompts: list[list[int]], o, spell) -> None:
@@ -62,7 +67,8 @@ def generate(model, prompt, *, capture=None, **options):
     prompt: a string, token ids (list of ints), or a batch: a list of strings or of token-id lists.
     Options (Hugging Face's names; see GenerationOptions and docs/generation.md):
       max_new_tokens=50, temperature=0.0 (greedy; > 0 samples), top_k=None,
-      top_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0, seed=None,
+      top_p=None, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+      logit_bias=None ({token id: bias}), no_repeat_ngram_size=0, min_new_tokens=0, seed=None,
       stop=() (strings), stop_token_ids=(), stop_at_eos=True, num_return_sequences=1,
       num_beams=1, length_penalty=1.0, early_stopping=False, bos=False.
     Returns a GenerationResult for a single prompt with num_return_sequences=1, otherwise a list

@@ -88,18 +88,16 @@ class BeamSearch:
                     for i, g in enumerate(groups)
                     for k in range(K)
                 ]
-                if (o.repetition_penalty != 1.0 or o.no_repeat_ngram_size)
+                if o.uses_history
                 else None
             )
             scores = process_scores(
                 logprobs_all,
                 histories,
                 n_new=cur,
-                repetition_penalty=o.repetition_penalty,
-                no_repeat_ngram_size=o.no_repeat_ngram_size,
-                min_new_tokens=o.min_new_tokens,
                 end_ids=self.end_ids,
                 n_tokens=model.tokenizer.n_vocab,
+                **o.processor_options(),
             )  # [g_n * K, V]
             totals = (scores.reshape(g_n, K, V) + run_scores[:, :, None]).reshape(g_n, K * V)  # [g_n, K * V]
             cand_index, cand_scores = top_sorted(totals, C)  # [g_n, C]

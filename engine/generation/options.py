@@ -63,6 +63,9 @@ class GenerationOptions:
     top_k: int | None = None  # None: no top-k
     top_p: float | None = None  # None: no top-p
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0  # OpenAI's: minus this once for a token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: minus this for each time a token was generated
+    logit_bias: dict[int, float] | None = None  # OpenAI's: token id -> added to its logit
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
     seed: int | None = None  # None: a fresh random seed (checked() draws it)
@@ -114,6 +117,14 @@ class GenerationOptions:
             fail("top_p", "in (0, 1]", p)
         if not is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
             fail("repetition_penalty", "a number > 0 (1 is no penalty)", self.repetition_penalty)
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not is_number(getattr(self, name)):
+                fail(name, "a finite number (0 is no penalty)", getattr(self, name))
+        bias = self.logit_bias
+        if bias is not None:
+            if not isinstance(bias, dict) or not all(is_int(i) and i >= 0 and is_number(b) for i, b in bias.items()):
+                fail("logit_bias", "a mapping of token ids (integers >= 0) to finite numbers", bias)
+            bias = {int(i): float(b) for i, b in bias.items()}
         if self.seed is not None:
             check_integer(spell("seed"), self.seed, 0)
         if not is_number(self.length_penalty) or abs(self.length_penalty) > MAX_LENGTH_PENALTY:
@@ -153,7 +164,30 @@ class GenerationOptions:
                 "greedy decoding gives the same text every time"
             )
         seed = self.seed if self.seed is not None else secrets.randbits(64)
-        return replace(self, stop=stop, stop_token_ids=tuple(int(i) for i in stop_ids), seed=int(seed))
+        return replace(
+            self, stop=stop, stop_token_ids=tuple(int(i) for i in stop_ids), seed=int(seed), logit_bias=bias or None
+        )
+
+    def processor_options(self) -> dict:
+        """The options of `process_scores` that shape any search (the sampling ones are apart)."""
+        return {
+            "logit_bias": self.logit_bias,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "min_new_tokens": self.min_new_tokens,
+        }
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether a processor reads the sequence so far (the penalties, no_repeat_ngram_size)."""
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+            or self.no_repeat_ngram_size > 0
+        )
 
 
 def options_from(options: dict) -> GenerationOptions:

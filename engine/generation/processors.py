@@ -6,6 +6,8 @@ have the semantics of Hugging Face's processors of the same purpose, so that res
 compared token for token, with one deliberate difference (top-k, see `top_k_filter`):
 
     suppress_from               (none: Hugging Face would generate an embedding's padding ids)
+    logit_bias_filter           SequenceBiasLogitsProcessor for one-token sequences (OpenAI's logit_bias)
+    presence_frequency_filter   OpenAI's presence_penalty and frequency_penalty (Hugging Face has none)
     repetition_penalty_filter   RepetitionPenaltyLogitsProcessor
     no_repeat_ngram_filter      NoRepeatNGramLogitsProcessor
     min_new_tokens_filter       MinNewTokensLengthLogitsProcessor
@@ -14,8 +16,10 @@ compared token for token, with one deliberate difference (top-k, see `top_k_filt
     top_p_filter                TopPLogitsWarper
 
 `process_scores` applies them in the order Hugging Face's `generate()` does
-(`GenerationMixin._get_logits_processor`): the three that shape any search first, then, only
-when sampling, temperature, top-k and top-p.
+(`GenerationMixin._get_logits_processor`): the bias and the penalties that shape any search first,
+then, only when sampling, temperature, top-k and top-p. OpenAI's two (logit_bias, then presence and
+frequency penalties) come before Hugging Face's, on the model's logits, as OpenAI describes them
+and as vLLM applies them.
 
 Choosing: `greedy_choice` takes the highest score (the lowest token id among equal scores, as
 np.argmax and torch.argmax do); `sample_choice` draws from softmax(scores) with one random
@@ -36,6 +40,33 @@ from ..base.numeric import NEG_INF, softmax, top_k_mask
 
 # ----------------------------------------------------------------------------------------------
 # Processors that shape every search (greedy, sampling, beams)
+
+
+def logit_bias_filter(scores, bias: dict[int, float]):  # [B, V] -> [B, V]
+    """Add bias[token] to that token's score in every row (OpenAI's `logit_bias`: -100 all but rules
+    a token out, +100 all but forces it)."""
+    out = scores.copy()
+    ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))  # [n]
+    out[:, ids] += np.fromiter(bias.values(), dtype=np.float32, count=len(bias))  # [B, n]
+    return out
+
+
+def presence_frequency_filter(scores, histories, n_new: int, presence: float, frequency: float):  # [B, V] -> [B, V]
+    """OpenAI's penalties on the tokens a row has generated so far (not its prompt):
+
+        score[j] -= count[j] * frequency + (count[j] > 0) * presence
+
+    count[j]: how often token j is among the row's n_new generated tokens, the last n_new of
+    histories[b]. Positive values make repeats less likely, negative ones more likely.
+    """
+    out = scores.copy()
+    if n_new == 0:
+        return out
+    for b, history in enumerate(histories):
+        generated = np.asarray(history, dtype=np.int64)[len(history) - n_new :]  # [n_new]
+        ids, counts = np.unique(generated, return_counts=True)  # [n] distinct ids, [n]
+        out[b, ids] -= counts.astype(np.float32) * np.float32(frequency) + np.float32(presence)
+    return out
 
 
 def repetition_penalty_filter(scores, histories, penalty: float):  # [B, V] -> [B, V]
@@ -178,6 +209,9 @@ def process_scores(
     histories,
     *,
     n_new: int,
+    logit_bias: dict[int, float] | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     min_new_tokens: int = 0,
@@ -191,13 +225,18 @@ def process_scores(
     after ruling out the ids from `n_tokens` on (the tokenizer's size, when the embedding is larger).
 
     scores: float32 [B, V] (logits, or log-probabilities in beam search, as Hugging Face does);
-    histories[b]: the ids of row b's sequence so far (prompt without padding, then new tokens);
+    histories[b]: the ids of row b's sequence so far (prompt without padding, then new tokens;
+    needed only with the penalties or no_repeat_ngram_size);
     n_new: tokens generated so far. temperature 0 means greedy: the sampling processors
     (temperature, top-k, top-p) are skipped, as Hugging Face skips them without do_sample.
     Returns float32 [B, V].
     """
     if n_tokens is not None and n_tokens < scores.shape[-1]:
         scores = suppress_from(scores, n_tokens)
+    if logit_bias:
+        scores = logit_bias_filter(scores, logit_bias)
+    if presence_penalty != 0.0 or frequency_penalty != 0.0:
+        scores = presence_frequency_filter(scores, histories, n_new, presence_penalty, frequency_penalty)
     if repetition_penalty != 1.0:
         scores = repetition_penalty_filter(scores, histories, repetition_penalty)
     if no_repeat_ngram_size > 0:

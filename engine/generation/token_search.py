@@ -59,6 +59,31 @@ class Sequence:
         )
 
 
+def choose_tokens(options: GenerationOptions, end_ids, rows: list[Sequence], logits, n_tokens: int | None = None):
+    """The next token of each row, all under the same options, each with the same number of new
+    tokens: logits [B, V] -> (tokens int64 [B], the model's own log-probabilities [B, V]: the
+    log-softmax of the raw logits, before any processor). n_tokens: the tokenizer's size (ids from
+    it on, an embedding's padding, are never chosen). TokenSearch and the continuous batch
+    (continuous.py) both choose this way."""
+    o = options
+    n_new = len(rows[0].token_ids)
+    check_finite(logits, f"the logits for new token {n_new + 1}")
+    scores = process_scores(
+        logits,
+        [seq.seen() for seq in rows] if o.uses_history else None,
+        n_new=n_new,
+        end_ids=end_ids,
+        temperature=o.temperature,
+        top_k=o.top_k,
+        top_p=o.top_p,
+        n_tokens=n_tokens,
+        **o.processor_options(),
+    )  # [B, V]
+    check_choice_left(scores, n_new)
+    tokens = sample_choice(scores, [seq.generator for seq in rows]) if o.sampling else greedy_choice(scores)
+    return tokens, log_softmax(logits)
+
+
 class TokenSearch:
     """One token per row per step, chosen greedily (temperature 0) or by a seeded draw, for every
     row of a batch at once. Rows do not interact: each row's tokens depend on its own prompt, options
@@ -99,29 +124,8 @@ class TokenSearch:
             ]  # [B, V], one step through the cache
 
     def choose(self, active, logits):  # logits [B, V] -> tokens int64 [B], logprobs float32 [B]
-        o = self.options
-        n_new = len(active[0].token_ids)
-        check_finite(logits, f"the logits for new token {n_new + 1}")
-        scores = process_scores(
-            logits,
-            [seq.seen() for seq in active],
-            n_new=n_new,
-            repetition_penalty=o.repetition_penalty,
-            no_repeat_ngram_size=o.no_repeat_ngram_size,
-            min_new_tokens=o.min_new_tokens,
-            end_ids=self.end_ids,
-            temperature=o.temperature,
-            top_k=o.top_k,
-            top_p=o.top_p,
-            n_tokens=self.model.tokenizer.n_vocab,
-        )  # [B, V]
-        check_choice_left(scores, n_new)
-        if o.sampling:
-            tokens = sample_choice(scores, [seq.generator for seq in active])
-        else:
-            tokens = greedy_choice(scores)
-        logprobs = log_softmax(logits)[np.arange(len(active)), tokens]  # [B], the model's own
-        return tokens, logprobs
+        tokens, logprobs_all = choose_tokens(self.options, self.end_ids, active, logits, self.model.tokenizer.n_vocab)
+        return tokens, logprobs_all[np.arange(len(active)), tokens]  # [B], the model's own
 
     def results(self) -> list[GenerationResult]:
         return [seq.result() for seq in self.sequences]

@@ -76,6 +76,17 @@ class KVCache:
     def room(self) -> int:
         return self.max_length - self.length
 
+    def first_rows(self, n: int) -> KVCache:
+        """A cache over this one's first n rows, sharing its blocks (views: what a model call writes
+        through it lands here) and starting at its length; its own `length` moves on alone. A
+        continuous batch (engine/generation/continuous.py) calls the model on its B live rows this
+        way without copying the cache."""
+        n = check_integer("n", n, 1, self.batch_size)
+        view = object.__new__(KVCache)
+        view.keys, view.values = self.keys[:, :n], self.values[:, :n]  # [L, n, H, max_length, D]
+        view.length, view.left_padding = self.length, self.left_padding[:n]
+        return view
+
     def select_rows(self, rows) -> None:
         """Make row i of the cache a copy of the current row rows[i], for every i.
 
