@@ -1,6 +1,7 @@
 """The R package r/gpt2engine: R CMD INSTALL into a temporary library, its testthat suite against the
 tiny model (through reticulate, on this repository's engine in this Python), R CMD check, and the R
-sessions shown in docs/r.md, whose output must be the one shown.
+sessions shown in docs/r.md, whose output must be the one shown (`python tests/test_r_package.py`
+rewrites it from what R prints, after a change that moves the last digits).
 
 R, reticulate and testthat come from Debian (r-base-core, r-cran-reticulate, r-cran-testthat; CRAN
 cannot be reached), which `.ci/run` installs when they are missing. Outside CI their absence skips
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, shared_path
@@ -36,9 +38,9 @@ def run(command, cwd, env):
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def r_env(tmp_path_factory):
-    """The environment of every R command: the tiny model, this Python, this engine, one thread."""
+def r_environment(library: Path, missing=missing) -> dict:
+    """The environment of every R command: the tiny model, this Python, this engine, one thread; the
+    package installed into `library`."""
     if shutil.which("Rscript") is None:
         missing("R is not installed (Debian packages r-base-core, r-cran-reticulate, r-cran-testthat)")
     code, out = run(
@@ -46,7 +48,6 @@ def r_env(tmp_path_factory):
     )
     if code != 0 or out.strip():
         missing(f"R packages missing: {out.strip()} (Debian packages r-cran-reticulate, r-cran-testthat)")
-    library = tmp_path_factory.mktemp("rlib")
     env = dict(os.environ)
     env.update(
         {
@@ -59,9 +60,14 @@ def r_env(tmp_path_factory):
             "_R_CHECK_FUTURE_FILE_TIMESTAMPS_": "FALSE",  # it asks a time server: no network here
         }
     )
-    code, out = run(["R", "CMD", "INSTALL", "-l", str(library), str(PACKAGE)], tmp_path_factory.getbasetemp(), env)
+    code, out = run(["R", "CMD", "INSTALL", "-l", str(library), str(PACKAGE)], library.parent, env)
     assert code == 0, f"R CMD INSTALL failed:\n{out}"
     return env
+
+
+@pytest.fixture(scope="module")
+def r_env(tmp_path_factory):
+    return r_environment(tmp_path_factory.mktemp("rlib"))
 
 
 SUMMARY = re.compile(r"RESULT tests=(\d+) passed=(\d+) failed=(\d+) skipped=(\d+) errors=(\d+) warnings=(\d+)")
@@ -123,3 +129,24 @@ def test_ci_installs_r_before_the_tests():
     ci = (REPO / ".ci" / "run").read_text()
     install = ci.index("r-base-core r-cran-reticulate r-cran-testthat")
     assert ci.rindex("apt-get install", 0, install) < install < ci.index("python -m pytest")
+
+
+def regenerate_docs() -> None:
+    """Rewrite docs/r.md's sessions with what R prints today: `python tests/test_r_package.py`."""
+    import tempfile
+
+    def refuse(reason: str):
+        raise SystemExit(reason)
+
+    with tempfile.TemporaryDirectory() as temporary:
+        library = Path(temporary) / "rlib"
+        library.mkdir()
+        env = r_environment(library, refuse)
+        page = DOC.read_text()
+        for session in r_sessions(page):
+            page = page.replace(session, session_output(session, env), 1)
+        DOC.write_text(page)
+
+
+if __name__ == "__main__":
+    regenerate_docs()
