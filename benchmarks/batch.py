@@ -12,7 +12,7 @@ and for Ray starting the actors). The rounds alternate the configurations; the t
     steady       (rows - 1) / (time of the whole run - time of the one-row run): the rate once running
     start-up     time of the one-row run
 
-Configurations: `local 1` (one worker, in the command's process), `local 2` (two worker
+Configurations: `local 1` (one worker process), `local 2` (two worker
 processes), `Ray 2 (running)` (two Ray Data actors on a Ray instance started once by this script
 with 2 CPUs, joined with --ray ADDRESS, as on a cluster that is already up), and `Ray 2 (started)`
 (--ray alone: a Ray instance started by the command for the job and stopped at its end). Every
