@@ -38,45 +38,39 @@ from .linear import (
 )
 
 
-def warm_up() -> None:
-    """Call every kernel once on tiny inputs (compiling it, or loading it from Numba's cache)."""
+def _warm_up_calls() -> list[tuple]:
+    """(kernel, arguments) for every kernel the model calls: tiny inputs of exactly its types."""
     f32 = np.float32
     rows, weights, bias = np.ones((2, 8), f32), np.ones((8, 8), f32), np.ones(8, f32)
     out = np.empty((2, 8), f32)
-    _layer_norm_serial(rows, bias, bias, f32(1e-5), out)
-    _layer_norm_parallel(rows, bias, bias, f32(1e-5), out)
     no_scales = np.empty((1, 0), f32)
-    _linear_few_rows_serial(rows, weights, no_scales, bias, out)
-    _linear_few_rows(rows, weights, no_scales, bias, out, 2)
-    _matmul_transposed_few_rows_serial(rows, weights, out)
-    _matmul_transposed_few_rows(rows, weights, out, 2)
-    if SGEMM_AVAILABLE:
-        _sgemm_column_bands(rows, weights, False, bias, out, 2)
     flat = np.ones(16, f32)
-    _gelu_serial(flat, flat)
-    _gelu_parallel(flat, flat)
     q, k = np.ones((1, 2, 1, 8), f32), np.ones((1, 2, 3, 8), f32)
-    for kernel in (_attention_serial, _attention_parallel):
-        kernel(q, k, k, 3, np.zeros(1, dtype=np.int64), 0.5, np.empty_like(q))
+    key_start = np.zeros(1, dtype=np.int64)
+    calls = [
+        (_layer_norm_serial, (rows, bias, bias, f32(1e-5), out)),
+        (_layer_norm_parallel, (rows, bias, bias, f32(1e-5), out)),
+        (_linear_few_rows_serial, (rows, weights, no_scales, bias, out)),
+        (_linear_few_rows, (rows, weights, no_scales, bias, out, 2)),
+        (_matmul_transposed_few_rows_serial, (rows, weights, out)),
+        (_matmul_transposed_few_rows, (rows, weights, out, 2)),
+        (_gelu_serial, (flat, flat)),
+        (_gelu_parallel, (flat, flat)),
+        (_attention_serial, (q, k, k, 3, key_start, 0.5, np.empty_like(q))),
+        (_attention_parallel, (q, k, k, 3, key_start, 0.5, np.empty_like(q))),
+    ]
+    if SGEMM_AVAILABLE:
+        calls.append((_sgemm_column_bands, (rows, weights, False, bias, out, 2)))
+    return calls
+
+
+def warm_up() -> None:
+    """Call every kernel once on tiny inputs (compiling it, or loading it from Numba's cache)."""
+    for kernel, arguments in _warm_up_calls():
+        kernel(*arguments)
 
 
 _CHILD = "GPT2_ENGINE_COMPILING_KERNELS"  # set in the child, which must not start one of its own
-
-
-def _cached_kernels() -> list:
-    return [
-        _layer_norm_serial,
-        _layer_norm_parallel,
-        _linear_few_rows,
-        _linear_few_rows_serial,
-        _matmul_transposed_few_rows,
-        _matmul_transposed_few_rows_serial,
-        _sgemm_column_bands,
-        _gelu_serial,
-        _gelu_parallel,
-        _attention_serial,
-        _attention_parallel,
-    ]
 
 
 def _in_cache(kernel) -> bool:
@@ -91,7 +85,7 @@ def _in_cache(kernel) -> bool:
 def compile_in_a_child_if_cold() -> None:
     """If any kernel is missing from Numba's cache, compile them all in a child process (which saves
     them there) and wait for it, so that this process loads them rather than compiling them."""
-    if os.environ.get(_CHILD) or all(_in_cache(kernel) for kernel in _cached_kernels()):
+    if os.environ.get(_CHILD) or all(_in_cache(kernel) for kernel, _ in _warm_up_calls()):
         return
     root = str(Path(__file__).resolve().parents[1])  # the folder holding `kernels`
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
