@@ -6,23 +6,11 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import REPO, shared_path
-
-from engine import get_threads, set_threads
 
 ENV = {"HF_HUB_OFFLINE": "1", "GPT2_ENGINE_THREADS": "1", "PYTHONPATH": str(REPO)}
 PROMPTS = ["ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:", "O, ", "MIRANDA:\nWhat", "The ", "PROSPERO:"]
 GENERATE_FLAGS = ("--max-new-tokens", 20, "--temperature", 0.9)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """This process computes with 1 thread while a module runs, as every batch worker does by default."""
-    before = get_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
 
 
 def gpt2_batch(*args):

@@ -51,6 +51,24 @@ def shared_path(relative: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for Numba, BLAS and torch while a module runs (`pytestmark =
+    pytest.mark.usefixtures("one_thread")`): the arithmetic batch workers and servers use by default,
+    and much faster on a 2-core machine shared with other work (parallel kernels on a tiny model
+    mostly wait)."""
+    import torch
+
+    from engine import get_threads, set_threads
+
+    before, torch_before = get_threads(), torch.get_num_threads()
+    set_threads(1)
+    torch.set_num_threads(1)
+    yield
+    set_threads(before)
+    torch.set_num_threads(torch_before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     return shared_path("models/shakespeare-gpt2-tiny")

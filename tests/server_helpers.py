@@ -12,10 +12,7 @@ import sys
 import time
 
 import httpx
-import pytest
 from conftest import REPO
-
-from engine import get_threads, set_threads
 
 START_TIMEOUT = 120  # seconds for a server to load the model (kernels may compile on a cold cache)
 
@@ -71,15 +68,6 @@ class ServerProcess:
         self.log.close()
         self.returncode = self.process.returncode
         return self.returncode
-
-
-@pytest.fixture(scope="module")
-def one_thread_here():
-    """The test process's own model runs on one thread, as the servers do."""
-    before = get_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
 
 
 def start_server(model_dir, tmp_path_factory, *args, env=None):

@@ -22,7 +22,6 @@ from batch_helpers import (
     PROMPTS,
     broken_model,
     gpt2_batch,
-    one_thread,  # noqa: F401 (an autouse fixture)
     prompt_rows,
     read_lines,
     strict_json,
@@ -37,6 +36,8 @@ from test_cli import assert_user_error
 from engine import InputError, OutputError, batch
 from engine.batch.rows import LINE_PEAK_FACTOR, ROW_OVERHEAD, held_bytes, json_line, read_rows, row_seed
 from engine.generation import GenerationOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from batch_helpers import (
-    ENV,
-    GENERATE_FLAGS,
-    broken_model,
-    one_thread,  # noqa: F401 (an autouse fixture)
-    prompt_rows,
-    read_lines,
-    tempest_rows,
-    write_rows,
-)
+from batch_helpers import ENV, GENERATE_FLAGS, broken_model, prompt_rows, read_lines, tempest_rows, write_rows
 from conftest import REPO
 
 from engine import GPT2Error, batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
 
 
 @pytest.fixture(scope="module")

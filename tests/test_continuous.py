@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 import kernels
-from engine import InputError, get_threads, set_threads
+from engine import InputError
 from engine.generation.continuous import ContinuousBatch
 from engine.generation.options import GenerationOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
+
 
 PROMPTS = [
     "ROMEO:",
@@ -22,14 +25,6 @@ PROMPTS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.",
     "KING",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = get_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
 
 
 @pytest.fixture(params=["engine kernels", "row by row"])

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import tolerance
-from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from reference import hf_model
 
 from engine import GPT2, InputError
 from engine.base.config import GPT2Config
 from engine.base.numeric import log_softmax
 from engine.generation.prompts import prefill
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
+
 
 PROMPTS = ["ROMEO:", "KING:\nWhat say you", "First Citizen:\nBefore we proceed any further, hear me speak.", "O"]
 NEWLINE = 198  # "\n": frequent in Shakespeare, so as a stop id it ends hypotheses early

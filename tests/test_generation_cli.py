@@ -9,13 +9,14 @@ import sys
 
 import pytest
 from conftest import REPO
-from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from test_cli import assert_user_error
 from test_hub import fake_hub_cache
 
 from engine import cli
 from engine.base.config import GPT2Config
 from engine.state.synthetic import write_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
 
 
 def gpt2(*args, stdin=None, env=None, **popen):

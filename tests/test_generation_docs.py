@@ -6,11 +6,13 @@ import os
 import re
 import subprocess
 
+import pytest
 from conftest import REPO
-from generation_helpers import one_thread  # noqa: F401 (an autouse fixture)
 
 from engine.cli import build_parser
 from engine.generation import GenerationOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
 
 
 def section() -> str:

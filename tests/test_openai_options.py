@@ -5,20 +5,15 @@ the numbers `model.score` gives."""
 import numpy as np
 import pytest
 
-from engine import InputError, get_threads, set_threads
+from engine import InputError
 from engine.base.numeric import log_softmax
 from engine.generation.processors import logit_bias_filter, presence_frequency_filter, process_scores
 from engine.scoring import token_logprobs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread while the module runs (conftest.py)
+
+
 rng = np.random.default_rng(0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = get_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
 
 
 def test_logit_bias_adds_to_each_row():

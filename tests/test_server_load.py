@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from server_helpers import ServerProcess, metric, one_thread_here, post, start_server, wait_until  # noqa: F401
+from server_helpers import ServerProcess, metric, post, start_server, wait_until
 
 from engine.base.config import GPT2Config
 
@@ -34,7 +34,7 @@ def server(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model, one_thread_here):  # noqa: F811
+def model(tiny_model, one_thread):
     return tiny_model
 
 

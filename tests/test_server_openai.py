@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from server_helpers import metric, one_thread_here, post, server_sent_events, start_server  # noqa: F401
+from server_helpers import metric, post, server_sent_events, start_server
 
 KEY = "test-key-0123"
 NAME = "tiny"
@@ -30,7 +30,7 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model, one_thread_here):  # noqa: F811
+def model(tiny_model, one_thread):
     return tiny_model
 
 
