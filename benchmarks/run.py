@@ -489,18 +489,25 @@ def peer_versions() -> dict:
     return found
 
 
+def cpu_model_name() -> str:
+    """The CPU's name as Linux gives it ("?" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
 def machine_info(threads: int) -> dict:
     import numba
     import numpy
     import torch
     import transformers
 
-    cpu = "?"
+    cpu = cpu_model_name()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         meminfo = Path("/proc/meminfo").read_text().splitlines()
         mem_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
     except OSError:

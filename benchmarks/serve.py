@@ -48,7 +48,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.run import ensure_checkpoint
+from benchmarks.run import cpu_model_name, ensure_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpora" / "heldout_tempest.txt"
@@ -219,16 +219,8 @@ def run_level(url: str, clients: int, texts: list[str], max_tokens: int, request
 
 
 def machine() -> dict:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model_name(),
         "cores": os.cpu_count(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
