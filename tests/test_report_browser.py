@@ -106,6 +106,16 @@ def open_result(browser, result, tmp_path, name="report.html", page_options=None
     return Page(browser, result.save_html(tmp_path / name, **(page_options or {})).as_uri(), **options)
 
 
+def wait_until_true(page, expression: str, seconds: float = 10.0) -> None:
+    """Poll `expression` from outside the page. Playwright's wait_for_function evaluates its predicate
+    inside the page with eval, which the page's Content-Security-Policy (no 'unsafe-eval') refuses."""
+    for _ in range(int(seconds / 0.05)):
+        if page.evaluate(expression):
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"still false after {seconds} s: {expression}")
+
+
 def alpha_of(colour: str) -> float:
     """The alpha of a computed 'rgba(r, g, b, a)' ('rgb(...)' is opaque; 'transparent' is rgba(0,0,0,0))."""
     values = colour[colour.index("(") + 1 : -1].split(",")
@@ -593,7 +603,7 @@ def test_the_page_redraws_when_the_scheme_changes(browser, report_path, tiny_exp
     page.locator("#saliency-tokens [data-generated='5']").click()
     assert page.evaluate("document.documentElement.dataset.scheme") == "light"
     page.emulate_media(color_scheme="dark")
-    page.wait_for_function("document.documentElement.dataset.scheme === 'dark'")  # redrawn
+    wait_until_true(page, "document.documentElement.dataset.scheme === 'dark'")  # redrawn
     check_saliency_shading(page, tiny_explanation, "grad_x_input", 5, scheme="dark")
     cells = page.evaluate(
         "[...document.querySelectorAll('#lens-scroll td[data-r]')].map(td => getComputedStyle(td).backgroundColor)"
