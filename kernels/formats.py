@@ -13,8 +13,10 @@ arithmetic and accumulation in float32:
   (1.125 bytes per weight with the scales).
 
 `dequantize(weight)` turns any of them into the float32 matrix it stands for; that is the whole
-meaning of a format: `kernels.linear(x, w, b)` gives `linear(x, dequantize(w), b)` (bit for bit
-for the decode kernels, tests/test_kernels_formats.py), and the references say exactly that.
+meaning of a format: `kernels.linear(x, w, b)` gives `linear(x, dequantize(w), b)`, and the
+references say exactly that (tests/test_kernels_formats.py). The decode kernels give it bit for bit
+for the float formats; for Q8 they sum each block of bare quants and scale the sum once (a
+quarter less arithmetic), which differs from the dequantized product by rounding only.
 
 Q8 layout. A `Q8Matrix` stands for a logical matrix of `shape`; `input_axis` says which of its
 axes is the input dimension (0 for a linear weight [in, out], as GPT-2 stores them; 1 for the

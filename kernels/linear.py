@@ -39,7 +39,7 @@ from . import settings
 from .blas import NO_TRANS, ROW_MAJOR, SGEMM_AVAILABLE, TRANS, cblas_sgemm
 from .formats import Q8_BLOCK, BFloat16Matrix, Q8Matrix, Weight, dequantize
 from .settings import DOT_PRODUCTS, FMA_ONLY
-from .widen import is_float32, weight_at
+from .widen import is_float32, is_q8, weight_at
 
 
 def linear_reference(x: np.ndarray, weight: Weight, bias: np.ndarray) -> np.ndarray:
@@ -70,10 +70,9 @@ def band_edge(p, parts, size, align):
 def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
     """out[:, j] = bias[j] + sum over k, in order, of x[:, k] * weight[k, j], for j in [j_begin, j_end).
 
-    weight [K, M] in any kernel format, each element widened by `weight_at` (kernels/widen.py);
-    scales [ceil(K/32), M] are a Q8 weight's block scales (for other formats an array of width 0,
-    never read). The four weight rows of a pass lie in one 32-row block, so they share one row of
-    scales.
+    weight [K, M] in a float kernel format, each element widened by `weight_at` (kernels/widen.py);
+    Q8 weights go to `_q8_columns`, with their scales [ceil(K/32), M] (for other formats an array
+    of width 0, never read).
 
     Each output is one running sum, bias first, then one fused multiply-add per k in increasing
     k: the same operations in the same order whatever the number of rows, the band of columns or
@@ -83,34 +82,115 @@ def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
     all of them; four weight rows per pass over the accumulators (a quarter of their loads and
     stores).
     """
+    if is_q8(weight):
+        _q8_columns(x, weight, scales, bias, out, j_begin, j_end)
+        return
     N, K = x.shape
     tile = j_end - j_begin if N == 1 else ROW_TILE_COLUMNS
     for t_begin in range(j_begin, j_end, max(tile, 1)):
         t_end = min(t_begin + tile, j_end)
-        width = t_end - t_begin
-        # 1-D views of the tile, looped from 0: LLVM vectorises these loops (with 2-D indexing at a
-        # run-time column offset it kept them scalar)
-        b = bias[t_begin:t_end]
-        for n in range(N):
-            o = out[n, t_begin:t_end]
-            for j in range(width):
-                o[j] = b[j]
+        _start_from_bias(bias, out, t_begin, t_end)
         k = 0
         while k + 4 <= K:
             w0, w1 = weight[k, t_begin:t_end], weight[k + 1, t_begin:t_end]
             w2, w3 = weight[k + 2, t_begin:t_end], weight[k + 3, t_begin:t_end]
-            s = scales[k // Q8_BLOCK, t_begin:t_end]
-            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s)
+            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, None)
             k += 4
         while k < K:
-            w0 = weight[k, t_begin:t_end]
-            s = scales[k // Q8_BLOCK, t_begin:t_end]
-            for n in range(N):
-                o = out[n, t_begin:t_end]
-                xk = x[n, k]
-                for j in range(width):
-                    o[j] += xk * weight_at(w0, s, j)
+            _add_one_row(x, out, k, weight[k, t_begin:t_end], t_begin)
             k += 1
+
+
+@njit(inline="always")
+def _start_from_bias(bias, out, t_begin, t_end):
+    """out[n, t_begin:t_end] = bias[t_begin:t_end] for every row n."""
+    # 1-D views of the tile, looped from 0: LLVM vectorises these loops (with 2-D indexing at a
+    # run-time column offset it kept them scalar)
+    b = bias[t_begin:t_end]
+    for n in range(out.shape[0]):
+        o = out[n, t_begin:t_end]
+        for j in range(t_end - t_begin):
+            o[j] = b[j]
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _q8_columns(x, quants, scales, bias, out, j_begin, j_end):
+    """`_linear_columns` for Q8 weights, a block at a time: out[:, j] = bias[j] + the sum over the
+    blocks b, in order, of scales[b, j] * (the sum over the block's k, in order, of x[:, k] *
+    quants[k, j]).
+
+    A block's sums take the bare quants (float32(quant), exact), so each weight costs a conversion
+    and a multiply-add, and the scale one multiply-add per block of 32: a quarter less arithmetic
+    than scaling every weight (decode with int8 weights is bound by that arithmetic, not by
+    memory; docs/speed.md). With one row, eight quant rows per pass (measured faster than four);
+    with several, four, tiled as `_linear_columns`. Either way an output's operations are the same
+    in the same order: part = 0, one fused multiply-add per k of the block, then out += part *
+    scale; so a row's result does not depend on its batch, band or thread.
+    """
+    N, K = x.shape
+    tile = j_end - j_begin if N == 1 else ROW_TILE_COLUMNS
+    part = np.empty((N, max(min(tile, j_end - j_begin), 1)), dtype=np.float32)  # one block's sums
+    for t_begin in range(j_begin, j_end, max(tile, 1)):
+        t_end = min(t_begin + tile, j_end)
+        width = t_end - t_begin
+        _start_from_bias(bias, out, t_begin, t_end)
+        for k_begin in range(0, K, Q8_BLOCK):
+            k_end = min(k_begin + Q8_BLOCK, K)
+            for n in range(N):
+                p = part[n, :width]
+                for j in range(width):
+                    p[j] = np.float32(0.0)
+            k = k_begin
+            while N == 1 and k + 8 <= k_end:
+                _add_eight_quant_rows(x[0], part[0, :width], k, quants, t_begin, t_end)
+                k += 8
+            while k + 4 <= k_end:
+                w0, w1 = quants[k, t_begin:t_end], quants[k + 1, t_begin:t_end]
+                w2, w3 = quants[k + 2, t_begin:t_end], quants[k + 3, t_begin:t_end]
+                _add_four_rows(x, part, k, 0, width, w0, w1, w2, w3, None)
+                k += 4
+            while k < k_end:
+                _add_one_row(x, part, k, quants[k, t_begin:t_end], 0)
+                k += 1
+            s = scales[k_begin // Q8_BLOCK, t_begin:t_end]
+            for n in range(N):
+                o, p = out[n, t_begin:t_end], part[n, :width]
+                for j in range(width):
+                    o[j] += p[j] * s[j]
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _add_eight_quant_rows(xn, p, k, quants, t_begin, t_end):
+    """p[j] += xn[k + i] * float32(quants[k + i, t_begin + j]), for i = 0..7 in order: one row's
+    block sums, eight quant rows per load and store of the sums."""
+    w0, w1 = quants[k, t_begin:t_end], quants[k + 1, t_begin:t_end]
+    w2, w3 = quants[k + 2, t_begin:t_end], quants[k + 3, t_begin:t_end]
+    w4, w5 = quants[k + 4, t_begin:t_end], quants[k + 5, t_begin:t_end]
+    w6, w7 = quants[k + 6, t_begin:t_end], quants[k + 7, t_begin:t_end]
+    x0, x1, x2, x3 = xn[k], xn[k + 1], xn[k + 2], xn[k + 3]
+    x4, x5, x6, x7 = xn[k + 4], xn[k + 5], xn[k + 6], xn[k + 7]
+    for j in range(t_end - t_begin):
+        a = p[j]
+        a += x0 * np.float32(w0[j])
+        a += x1 * np.float32(w1[j])
+        a += x2 * np.float32(w2[j])
+        a += x3 * np.float32(w3[j])
+        a += x4 * np.float32(w4[j])
+        a += x5 * np.float32(w5[j])
+        a += x6 * np.float32(w6[j])
+        a += x7 * np.float32(w7[j])
+        p[j] = a
+
+
+@njit(inline="always", fastmath=FMA_ONLY)
+def _add_one_row(x, out, k, w, column):
+    """out[n, column + j] += x[n, k] * w[j] for every row n (w: one weight row, any float format, or
+    bare Q8 quants)."""
+    for n in range(x.shape[0]):
+        o = out[n, column : column + w.shape[0]]
+        xk = x[n, k]
+        for j in range(w.shape[0]):
+            o[j] += xk * weight_at(w, None, j)
 
 
 @njit(inline="always", fastmath=FMA_ONLY)

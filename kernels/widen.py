@@ -8,7 +8,8 @@ element j of a row `w` as float32, compiled for the row's element type:
     int16     a float16's bits (Numba has no float16 type, so the dispatcher hands a float16
               matrix over as its bits, viewed as int16 to tell it from bfloat16): exact widening
     int8      a Q8 quant: float32(w[j]) * s[j], s the row of scales of its block (one rounding,
-              as `formats.dequantize` does it)
+              as `formats.dequantize` does it); with s = None, the quant alone, float32(w[j]),
+              for a kernel that applies a block's scales to its sums instead
 
 All of it is plain integer and float arithmetic on one element, which LLVM vectorises across j
 like the float32 loop. No CPU feature is assumed (no F16C instruction: the float16 widening is
@@ -59,7 +60,8 @@ def float16_bits_to_float32_by_integers(bits):
 
 
 def weight_at(w, s, j):
-    """Element j of the weight row `w` as float32 (s: the row's block scales, read for int8 only)."""
+    """Element j of the weight row `w` as float32 (s: the row's block scales, read for int8 only;
+    None for the bare quant)."""
     raise NotImplementedError("weight_at runs inside Numba kernels only")
 
 
@@ -72,17 +74,28 @@ def _weight_at(w, s, j):
         return lambda w, s, j: bfloat16_bits_to_float32(w[j])
     if dtype == types.int16:
         return lambda w, s, j: float16_bits_to_float32(w[j])
+    if dtype == types.int8 and isinstance(s, types.NoneType):
+        return lambda w, s, j: np.float32(w[j])
     if dtype == types.int8:
         return lambda w, s, j: np.float32(w[j]) * s[j]
     return None
 
 
-def is_float32(w):
-    """Whether an array's elements are float32 (a compile-time constant inside the kernels)."""
-    raise NotImplementedError("is_float32 runs inside Numba kernels only")
+def _dtype_test(name: str, element_type):
+    """A function `name(w)`: whether array w's elements are `element_type`, a compile-time
+    constant inside the kernels (it selects code, it costs nothing at run time)."""
+
+    def test(w):
+        raise NotImplementedError(f"{name} runs inside Numba kernels only")
+
+    @overload(test, inline="always")
+    def _test(w):
+        answer = w.dtype == element_type
+        return lambda w: answer
+
+    test.__name__ = test.__qualname__ = name
+    return test
 
 
-@overload(is_float32, inline="always")
-def _is_float32(w):
-    answer = w.dtype == types.float32
-    return lambda w: answer
+is_float32 = _dtype_test("is_float32", types.float32)
+is_q8 = _dtype_test("is_q8", types.int8)  # Q8 quants
