@@ -128,7 +128,7 @@ class SideFailed(Exception):
 class Worker:
     """A `benchmarks.workers` process: one JSON command in, one JSON answer out."""
 
-    def __init__(self, side: Side | str, threads: int, env: dict):
+    def __init__(self, side: Side | str, threads: int | str, env: dict):
         side = TORCH if side == "torch" else (REFERENCE if side == "engine" else side)
         self.side = side.key
         precision = side.worker_precision()

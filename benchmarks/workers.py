@@ -2,6 +2,8 @@
 
     python -m benchmarks.workers engine|torch|llama.cpp|onnxruntime THREADS [PRECISION]
 
+(THREADS: a number; for the engine also "auto", its default setting: benchmarks/busy.py.)
+
 A worker reads one JSON command per line on stdin and answers one JSON line on stdout, so the
 harness can alternate between the engines run by run while each keeps its model loaded and its
 own thread pool (no two run at the same time, and none shares a process). A side whose library
@@ -52,7 +54,7 @@ def thread_report() -> dict:
 class EngineSide:
     name = "engine"
 
-    def __init__(self, threads: int, precision: str | None = None):
+    def __init__(self, threads: int | str, precision: str | None = None):
         import engine
 
         engine.set_threads(threads)
@@ -235,7 +237,7 @@ class TorchSide:
         return {"flops": 2 * size**3 / best}
 
 
-def make_side(name: str, threads: int, precision: str | None):
+def make_side(name: str, threads, precision: str | None):
     """The side called `name`; llama.cpp and onnxruntime come from benchmarks/peers.py."""
     if name == "engine":
         return EngineSide(threads, precision)
@@ -250,7 +252,7 @@ def make_side(name: str, threads: int, precision: str | None):
 
 
 def main() -> None:
-    side_name, threads = sys.argv[1], int(sys.argv[2])
+    side_name, threads = sys.argv[1], (sys.argv[2] if sys.argv[2] == "auto" else int(sys.argv[2]))
     precision = sys.argv[3] if len(sys.argv) > 3 else None
     reply = sys.stdout
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol

@@ -27,7 +27,7 @@ from .analysis.saliency import saliency
 from .base.checks import check_context, check_counts, check_integer, check_token_ids
 from .base.config import GPT2Config
 from .base.errors import InputError
-from .base.threads import threads_from_environment
+from .base.threads import DecodeThreads, threads_from_environment
 from .capture import run_with_cache, run_with_hooks
 from .generation import GenerationStream, generate, stream
 from .model import Hooks, gpt2_forward
@@ -56,6 +56,7 @@ class GPT2:
         self.tokenizer = tokenizer
         self.source = source  # the directory the weights came from, if any
         self.dtype = weights.dtype()  # the precision of the matrices: float32, bfloat16, float16, int8
+        self._decode_threads = DecodeThreads()  # under set_threads("auto"), one thread or all per step
 
     @classmethod
     def from_pretrained(
@@ -140,9 +141,13 @@ class GPT2:
             check_context(T, c.n_positions, left_padding)
         if logits_to_keep is not None:
             logits_to_keep = check_integer("logits_to_keep", logits_to_keep, 1, T)
-        logits = gpt2_forward(
-            self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks
-        )
+        if cache is not None and T == 1:  # a decode step: on the thread count that is faster now
+            with self._decode_threads.step(B):
+                logits = gpt2_forward(self.weights, c, ids, cache=cache, logits_to_keep=logits_to_keep, hooks=hooks)
+        else:
+            logits = gpt2_forward(
+                self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks
+            )
         return logits if batched else logits[0]
 
     forward = __call__

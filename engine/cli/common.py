@@ -11,7 +11,7 @@ from typing import BinaryIO
 from ..base.checks import format_bytes, memory_limit
 from ..base.errors import GPT2Error
 from ..base.files import decode_utf8, finite_or_none
-from ..base.threads import set_threads
+from ..base.threads import AUTO, set_threads
 from ..gpt2 import GPT2
 from ..state.precision import DESCRIPTIONS, DTYPES
 
@@ -40,12 +40,19 @@ def add_dtype_argument(parser) -> None:
     )
 
 
+def threads_value(text: str) -> int | str:
+    """--threads: a whole number, or "auto"."""
+    return AUTO if text.strip().lower() == AUTO else int(text)
+
+
 def add_threads_argument(parser) -> None:
     parser.add_argument(
         "--threads",
-        type=int,
+        type=threads_value,
         default=None,
-        help="threads for Numba kernels and BLAS (default: all cores, or $GPT2_ENGINE_THREADS)",
+        metavar="N|auto",
+        help="threads for Numba kernels and BLAS: a number, or auto (all cores, each decode step on one "
+        "thread while that is faster, as on a busy machine). Default: $GPT2_ENGINE_THREADS, else auto",
     )
 
 

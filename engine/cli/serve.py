@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..base.config import GPT2Config
 from ..base.errors import GPT2Error
-from ..base.threads import get_threads, threads_from_environment
+from ..base.threads import threads_from_environment, threads_setting
 from ..state.hub import resolve_model_dir
 from .common import add_model_argument, add_threads_argument, load_model
 
@@ -111,5 +111,5 @@ def run(args) -> int:
         max_queue=args.max_queue,
         timeout=args.timeout,
         max_body_bytes=args.max_body_bytes,
-        threads=get_threads(),
+        threads=threads_setting(),
     )

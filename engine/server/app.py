@@ -347,7 +347,7 @@ def create_app(
     timeout: float = 600.0,
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    threads: int | None = None,
+    threads: int | str | None = None,
     on_load_error=lambda error: None,
 ) -> Starlette:
     """The application. `load()` returns the model; it runs on the decode thread at start-up, and

@@ -130,7 +130,7 @@ class Worker:
         max_batch_size: int,
         max_queue: int,
         metrics,
-        threads: int | None = None,
+        threads: int | str | None = None,
         max_backlog: int = 64,
         stall_timeout: float = 10.0,
         on_load_error: Callable[[BaseException], None] = lambda error: None,
