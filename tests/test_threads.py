@@ -99,6 +99,16 @@ def test_generation_under_auto_equals_fixed_threads(tiny_model, auto_threads):
         np.testing.assert_array_equal(a.logprobs, f.logprobs)
 
 
+def test_the_command_line_takes_a_number_or_auto():
+    import argparse
+
+    from engine.cli.common import threads_value
+
+    assert threads_value("2") == 2 and threads_value(" Auto ") == AUTO
+    with pytest.raises(argparse.ArgumentTypeError, match="must be a whole number or 'auto', got 'lots'"):
+        threads_value("lots")
+
+
 def test_the_settings_say_what_is_wrong(monkeypatch):
     with pytest.raises(InputError, match="threads must be an integer from 1 to .* or 'auto', got 'fast'"):
         set_threads("fast")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -42,7 +43,12 @@ def add_dtype_argument(parser) -> None:
 
 def threads_value(text: str) -> int | str:
     """--threads: a whole number, or "auto"."""
-    return AUTO if text.strip().lower() == AUTO else int(text)
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or 'auto', got {text!r}") from None
 
 
 def add_threads_argument(parser) -> None:
