@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -21,6 +22,11 @@ from ..base.errors import GPT2Error
 from ..base.threads import ENV_VAR
 from .rows import Row
 from .tasks import Done, Job, load_model, run_rows
+
+# A job that stops early (a worker failed, Ctrl-C) gives its workers this long to leave on their own
+# before they are terminated: a worker killed while it runs its exit handlers can leave a
+# semaphore half cleaned up, and Python's resource tracker then prints warnings after our error line.
+STOP_GRACE_SECONDS = 2.0
 
 
 def chunks(rows: list[Row], size: int) -> list[list[Row]]:
@@ -105,15 +111,15 @@ class ProcessPool:
             return payload
 
     def close(self, finished: bool) -> None:
-        """Stop the workers: politely once the work is done, at once otherwise."""
-        if finished:
-            for _ in self.processes:
-                self.tasks.put(None)
-            for process in self.processes:
-                process.join(timeout=30)
-        else:  # what is still queued will never be read: do not wait to flush it at exit
+        """Stop the workers: politely once the work is done; after a short grace otherwise."""
+        if not finished:  # what is still queued will never be read: do not wait to flush it at exit
             self.tasks.cancel_join_thread()
             self.results.cancel_join_thread()
+        for _ in self.processes:
+            self.tasks.put(None)  # an idle worker leaves at once
+        deadline = time.monotonic() + (30.0 if finished else STOP_GRACE_SECONDS)
+        for process in self.processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process in self.processes:
             if process.exitcode is None:
                 process.terminate()
