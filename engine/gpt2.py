@@ -13,6 +13,7 @@ The tasks and analyses take this object as their `model` argument and use only i
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +142,8 @@ class GPT2:
             check_context(T, c.n_positions, left_padding)
         if logits_to_keep is not None:
             logits_to_keep = check_integer("logits_to_keep", logits_to_keep, 1, T)
-        if cache is not None and T == 1:  # a decode step: on the thread count that is faster now
-            with self._decode_threads.step(B):
-                logits = gpt2_forward(self.weights, c, ids, cache=cache, logits_to_keep=logits_to_keep, hooks=hooks)
-        else:
+        decode_step = cache is not None and T == 1  # on the thread count that is faster now
+        with self._decode_threads.step(B) if decode_step else contextlib.nullcontext():
             logits = gpt2_forward(
                 self.weights, c, ids, cache=cache, left_padding=left_padding, logits_to_keep=logits_to_keep, hooks=hooks
             )

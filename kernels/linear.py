@@ -94,7 +94,7 @@ def _linear_columns(x, weight, scales, bias, out, j_begin, j_end):
         while k + 4 <= K:
             w0, w1 = weight[k, t_begin:t_end], weight[k + 1, t_begin:t_end]
             w2, w3 = weight[k + 2, t_begin:t_end], weight[k + 3, t_begin:t_end]
-            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, None)
+            _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3)
             k += 4
         while k < K:
             _add_one_row(x, out, k, weight[k, t_begin:t_end], t_begin)
@@ -147,7 +147,7 @@ def _q8_columns(x, quants, scales, bias, out, j_begin, j_end):
             while k + 4 <= k_end:
                 w0, w1 = quants[k, t_begin:t_end], quants[k + 1, t_begin:t_end]
                 w2, w3 = quants[k + 2, t_begin:t_end], quants[k + 3, t_begin:t_end]
-                _add_four_rows(x, part, k, 0, width, w0, w1, w2, w3, None)
+                _add_four_rows(x, part, k, 0, width, w0, w1, w2, w3)
                 k += 4
             while k < k_end:
                 _add_one_row(x, part, k, quants[k, t_begin:t_end], 0)
@@ -194,8 +194,9 @@ def _add_one_row(x, out, k, w, column):
 
 
 @njit(inline="always", fastmath=FMA_ONLY)
-def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s):
-    """out[n, t_begin:t_end] += x[n, k + i] * row i, for i = 0..3 in order, for every row n.
+def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3):
+    """out[n, t_begin:t_end] += x[n, k + i] * row i, for i = 0..3 in order, for every row n (rows
+    in any float format, or bare Q8 quants).
 
     Rows n go four at a time through one loop over the columns: each widened weight, in a
     register, serves four rows' multiply-adds, and each accumulator is loaded and stored once per
@@ -217,7 +218,12 @@ def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s):
         x20, x21, x22, x23 = x[n + 2, k], x[n + 2, k + 1], x[n + 2, k + 2], x[n + 2, k + 3]
         x30, x31, x32, x33 = x[n + 3, k], x[n + 3, k + 1], x[n + 3, k + 2], x[n + 3, k + 3]
         for j in range(width):
-            v0, v1, v2, v3 = weight_at(w0, s, j), weight_at(w1, s, j), weight_at(w2, s, j), weight_at(w3, s, j)
+            v0, v1, v2, v3 = (
+                weight_at(w0, None, j),
+                weight_at(w1, None, j),
+                weight_at(w2, None, j),
+                weight_at(w3, None, j),
+            )
             a = o0[j]
             a += x00 * v0
             a += x01 * v1
@@ -248,10 +254,10 @@ def _add_four_rows(x, out, k, t_begin, t_end, w0, w1, w2, w3, s):
         x0, x1, x2, x3 = x[n, k], x[n, k + 1], x[n, k + 2], x[n, k + 3]
         for j in range(width):
             a = o[j]
-            a += x0 * weight_at(w0, s, j)
-            a += x1 * weight_at(w1, s, j)
-            a += x2 * weight_at(w2, s, j)
-            a += x3 * weight_at(w3, s, j)
+            a += x0 * weight_at(w0, None, j)
+            a += x1 * weight_at(w1, None, j)
+            a += x2 * weight_at(w2, None, j)
+            a += x3 * weight_at(w3, None, j)
             o[j] = a
         n += 1
 

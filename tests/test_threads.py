@@ -21,7 +21,7 @@ def auto_threads():
 
 
 class Clock:
-    """A clock a test moves: each step takes what `cost[threads]` says."""
+    """A clock the test moves (run_steps advances it by each step's cost)."""
 
     def __init__(self):
         self.now = 0.0
