@@ -28,11 +28,21 @@ import json
 import multiprocessing
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import REFERENCE, REPO, TORCH, Side, Worker, cpu_model_name, ensure_checkpoint, summary, worker_env
+from benchmarks.run import (
+    DATA_DIR,
+    REFERENCE,
+    REPO,
+    TORCH,
+    Side,
+    Worker,
+    cpu_model_name,
+    ensure_checkpoint,
+    summary,
+    worker_env,
+)
 
 PROMPT = 16
 
@@ -103,7 +113,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--load-processes", type=int, default=None, help="busy-loop processes in the busy phase (default: 2 x cores)"
     )
-    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "gpt2-engine-bench")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "BUSY_RESULTS.md")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1

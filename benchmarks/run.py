@@ -73,6 +73,8 @@ def shared_dir() -> Path:
     return beside
 
 
+DATA_DIR = Path(tempfile.gettempdir()) / "gpt2-engine-bench"  # the checkpoints and peers' files, reused
+
 SHAKESPEARE = shared_dir() / "models" / "shakespeare-gpt2-tiny"
 TEMPEST = shared_dir() / "corpora" / "heldout_tempest.txt"
 
@@ -1078,7 +1080,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "gpt2-engine-bench",
+        default=DATA_DIR,
         help="where the synthetic checkpoints and the peers' GGUF and ONNX files are written (reused across runs)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")

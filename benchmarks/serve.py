@@ -48,11 +48,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.run import cpu_model_name, ensure_checkpoint
+from benchmarks.run import DATA_DIR, cpu_model_name, ensure_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpora" / "heldout_tempest.txt"
-DATA_DIR = Path(tempfile.gettempdir()) / "gpt2-engine-bench"  # benchmarks/run.py's --data-dir: one checkpoint
 PRESET = "gpt2"  # the 124M shape
 OUT = Path(__file__).resolve().parent / "SERVE_RESULTS.md"
 
